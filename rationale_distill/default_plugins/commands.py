@@ -1,0 +1,96 @@
+"""Built-in CLI commands, registered through ``register_commands`` like any plugin's."""
+
+from __future__ import annotations
+
+from ..config import add_arguments, from_args, load_yaml
+from ..errors import UsageError
+from ..hookspecs import hookimpl
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+def table(title: str, rows: list[tuple], columns=("", "")):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_header=any(columns))
+    for c in columns:
+        t.add_column(c)
+    for row in rows:
+        t.add_row(*(str(x) for x in row))
+    return t
+
+
+# --- generate ---------------------------------------------------------------------------------------
+
+
+def configure_generate(parser):
+    from ..generate import GenerateConfig
+
+    add_arguments(parser, GenerateConfig)
+    parser.add_argument("--config", help="a YAML file of GenerateConfig settings; flags override it")
+
+
+def run_generate(args, plugins) -> int:
+    from ..generate import GenerateConfig, generate
+
+    config = from_args(GenerateConfig, args, load_yaml(args.config) if args.config else None)
+    if not config.out and not config.dry_run:
+        raise UsageError("--out is required (the teacher-records JSONL to write), or pass --dry-run")
+    result = generate(config, plugins=plugins, progress=True)
+    if result.dry_run:
+        d = result.dry_run
+        cost = "unknown (pass --price IN,OUT)" if d.cost is None else f"${d.cost:.4f}"
+        console().print(table("Dry run: nothing was called", [
+            ("calls planned", d.calls), ("already cached", d.cached), ("to make", d.to_make),
+            ("est. prompt tokens", f"{d.prompt_tokens:,}"), ("est. completion tokens", f"{d.completion_tokens:,}"),
+            ("est. cost", cost)]))  # fmt: skip
+        return 0
+    console().print(summary_table(result.stats, result.out))
+    return 0
+
+
+def summary_table(stats, out):
+    cost = f"${stats.cost:.4f}" + (f" (+{stats.cost_unknown} calls of unknown price: pass --price)" if stats.cost_unknown else "")
+    rows = [
+        ("inputs", stats.inputs), ("calls", stats.calls), ("done now", stats.made), ("cached", stats.cached),
+        ("failed", stats.failed), ("retries", stats.retries), ("samples", stats.samples),
+        ("parse failures", stats.parse_failures),
+        ("tokens (prompt / completion)", f"{stats.prompt_tokens:,} / {stats.completion_tokens:,}"),
+        ("cost this run", cost), ("wall time", f"{stats.wall_s:.2f} s"),
+        ("requests/s", f"{stats.made / stats.wall_s:.1f}" if stats.wall_s else "-"),
+    ]  # fmt: skip
+    if stats.errors:
+        rows += [("error", f"{n} x {msg}") for msg, n in stats.errors.most_common(3)]
+    if out:
+        rows.append(("records", str(out)))
+    return table("Generation summary", rows)
+
+
+# --- plugins ----------------------------------------------------------------------------------------
+
+
+def configure_plugins(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run_plugins(args, plugins) -> int:
+    import json
+
+    from ..plugins import KINDS, plugin_origin
+
+    rows = [(kind, e.name, e.plugin, plugin_origin(plugins, e.plugin)) for kind in KINDS for e in getattr(plugins, kind)]
+    if args.json:
+        print(json.dumps([dict(zip(("kind", "name", "plugin", "origin"), r)) for r in rows], indent=2))
+        return 0
+    console().print(table("Plugins", rows, columns=("kind", "name", "plugin", "from")))
+    return 0
+
+
+@hookimpl
+def register_commands(register):
+    register("generate", configure_generate, run_generate, help="ask teachers for rationales; write teacher records (JSONL)")
+    register("plugins", configure_plugins, run_plugins, help="list teachers, prompts, parsers, filters, loaders, trainers and where each came from")

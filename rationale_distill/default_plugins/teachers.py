@@ -1,0 +1,21 @@
+"""Built-in teachers: any LiteLLM model string, and a DSPy ChainOfThought program on LiteLLM."""
+
+from ..hookspecs import hookimpl
+
+
+def litellm_teacher(model=None, **options):
+    from ..teachers import LiteLLMTeacher
+
+    return LiteLLMTeacher(model, **options)
+
+
+def dspy_teacher(model=None, **options):
+    from ..teachers import DSPyTeacher
+
+    return DSPyTeacher(model, **options)
+
+
+@hookimpl
+def register_teachers(register):
+    register("litellm", litellm_teacher)
+    register("dspy", dspy_teacher)

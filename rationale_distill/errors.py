@@ -1,0 +1,41 @@
+"""The small error taxonomy. Every error the CLI can show is one line that names the file, line or flag."""
+
+from __future__ import annotations
+
+
+class RdistillError(Exception):
+    """Base class: the CLI prints ``error: <message>`` and exits non-zero."""
+
+    exit_code = 2
+
+
+class UsageError(RdistillError):
+    """Bad input from the user: a file, a line, a field, a flag."""
+
+
+class PluginError(RdistillError):
+    """A plugin failed to load, collided with another, or a name is unknown."""
+
+
+class TeacherError(RdistillError):
+    """One teacher call failed. ``retryable`` says whether trying again may help."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, kind: str = "error", retryable: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class GenerationError(RdistillError):
+    """The run as a whole failed (every request failed, say); the message says why."""
+
+    exit_code = 1
+
+
+class BudgetExceeded(RdistillError):
+    """``--max-cost`` was reached; what was paid for is journaled and a re-run resumes."""
+
+    exit_code = 3

@@ -1,0 +1,477 @@
+"""The generation loop: rows -> prompts -> teacher calls (cached, journaled, limited, retried) -> records.
+
+Read it top to bottom: ``generate()`` loads the rows, renders the prompt, plans one call per (input, teacher,
+sample) (or per (input, teacher) where the provider returns ``n`` choices), answers what it can from the
+cache, runs the rest under a semaphore and rate limits, and assembles one ``TeacherRecord`` per input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import option
+from .errors import BudgetExceeded, GenerationError, PluginError, TeacherError, UsageError
+from .parsing import ParseFailure, normalize, parse_sample
+from .prompts import PromptSpec, resolve_prompt
+from .records import Sample, TeacherRecord, write_jsonl
+from .store import Store, call_key
+from .teachers import Completion, Request, Teacher, install_providers, parse_price
+
+FATAL_KINDS = {"auth", "not_found", "bad_request", "client", "connection"}
+
+
+@dataclass
+class GenerateConfig:
+    data: str = option(help="the input data file (.jsonl, .json or .csv)", positional=True)
+    teachers: list[str] = option(factory=lambda: ["openai/gpt-4o-mini"], flag="teacher",
+                            help="a LiteLLM model string (openai/gpt-4o-mini), a registered teacher, or NAME:MODEL")
+    prompt: str = option("few-shot-cot", help="a registered prompt name or a path to a prompt YAML file")
+    input_field: str | None = option(None, help="the row field that fills {input} in the prompt template")
+    label_field: str | None = option(None, help="the row field holding the gold label, if any")
+    id_field: str | None = option(None, help="the row field holding a stable example id (default: the line number)")
+    samples: int = option(1, help="samples per input per teacher, for self-consistency voting")
+    concurrency: int = option(16, help="requests in flight at once")
+    rpm: float | None = option(None, help="requests per minute limit, all teachers together")
+    tpm: float | None = option(None, help="tokens per minute limit (prompt + max completion tokens)")
+    max_retries: int = option(6, help="retries per request on 429, 5xx, connection errors and timeouts")
+    retry_base_delay: float = option(1.0, help="seconds before the first retry; doubled per attempt, with jitter")
+    timeout: float = option(120.0, help="seconds per request")
+    temperature: float | None = option(None, help="sampling temperature (default: the prompt's, else 0.7 with --samples > 1, else 0)")
+    max_tokens: int | None = option(None, help="maximum completion tokens per sample")
+    seed: int = option(0, help="base seed; sample i uses seed + i")
+    api_base: str | None = option(None, help="base URL of the provider, e.g. http://127.0.0.1:8000/v1 for vLLM")
+    api_key_env: str | None = option(None, help="environment variable holding the API key (default: the provider's)")
+    price: str | None = option(None, help="IN,OUT: USD per 1M input and output tokens, for models LiteLLM has no price for")
+    max_cost: float | None = option(None, help="stop cleanly once this many USD are spent")
+    logprobs: int | None = option(None, help="ask for the top-K logprobs and keep those of the answer tokens")
+    limit: int | None = option(None, help="use only the first N rows")
+    dry_run: bool = option(False, help="count calls and tokens and estimate the cost; call nothing")
+    cache_dir: str | None = option(None, help="cache and journal folder (default: $RDISTILL_CACHE_DIR or ~/.cache/rationale-distill)")
+    out: str | None = option(None, help="output JSONL of teacher records")
+
+
+@dataclass
+class Call:
+    key: str
+    teacher: Teacher
+    request: Request
+    row_index: int
+    first_sample: int
+    entry: dict | None = None  # the journal entry once done (or found in the cache)
+    cached: bool = False
+
+
+@dataclass
+class Stats:
+    inputs: int = 0
+    calls: int = 0
+    cached: int = 0
+    made: int = 0
+    failed: int = 0
+    retries: int = 0
+    samples: int = 0
+    parse_failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    cost_unknown: int = 0
+    wall_s: float = 0.0
+    errors: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["errors"] = dict(self.errors)
+        d["requests_per_s"] = round(self.made / self.wall_s, 2) if self.wall_s else 0.0
+        return d
+
+
+@dataclass
+class DryRun:
+    calls: int
+    cached: int
+    to_make: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None
+
+
+@dataclass
+class Result:
+    records: list[TeacherRecord]
+    stats: Stats
+    out: Path | None = None
+    dry_run: DryRun | None = None
+
+
+def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Result:
+    """Run the generation stage. The CLI calls exactly this."""
+    from .plugins import load_plugins
+
+    plugins = plugins or load_plugins()
+    spec = resolve_prompt(plugins, config.prompt)
+    rows = load_rows(plugins, config.data, config.limit)
+    teachers = [resolve_teacher(plugins, t, config) for t in config.teachers]
+    if len({t.name for t in teachers}) != len(teachers):
+        raise UsageError("--teacher: the same teacher is named twice; use --samples for more samples")
+    if config.samples < 1 or config.concurrency < 1:
+        raise UsageError("--samples and --concurrency must be at least 1")
+
+    examples = [prepare_row(spec, config, where, row) for where, row in rows]
+    calls = plan_calls(spec, config, teachers, examples)
+    store = Store(config.cache_dir)
+    for call in calls:
+        call.entry = store.get(call.key)
+        call.cached = call.entry is not None
+
+    if config.dry_run:
+        return Result(records=[], stats=Stats(inputs=len(examples), calls=len(calls)), dry_run=estimate(spec, config, calls))
+
+    install_providers(plugins)
+    stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls))
+    started = time.perf_counter()
+    try:
+        with store:
+            asyncio.run(run_calls([c for c in calls if not c.cached], store, config, stats, progress))
+    finally:
+        stats.wall_s = round(time.perf_counter() - started, 3)
+
+    records = assemble(spec, examples, calls, stats, plugins.parsers)
+    if stats.made + stats.cached == 0 and stats.failed:
+        reason, _ = stats.errors.most_common(1)[0]
+        raise GenerationError(f"every request failed: {reason}")
+    out = None
+    incomplete = [r for r in records if any(s.error == "skipped: budget" for s in r.samples)]
+    if config.out:
+        out = Path(config.out)
+        write_jsonl(out, [r for r in records if r not in incomplete])
+    if incomplete:
+        raise BudgetExceeded(
+            f"--max-cost {config.max_cost} reached (spent ${stats.cost:.4f}): {len(records) - len(incomplete)} of "
+            f"{len(records)} inputs done{f' and written to {out}' if out else ''}; paid calls are cached, "
+            "re-run with a higher --max-cost to finish"
+        )
+    return Result(records=records, stats=stats, out=out)
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+def load_rows(plugins, path: str, limit: int | None = None) -> list[tuple[str, dict]]:
+    """Rows with where they came from ('file:line'), by the loader registered for the file's extension."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{path}: no such file")
+    loader = None
+    for entry in plugins.loaders:
+        if any(p.name.endswith(ext) for ext in entry.options.get("extensions", ())):
+            loader = entry.obj
+            break
+    if loader is None:
+        exts = sorted(e for entry in plugins.loaders for e in entry.options.get("extensions", ()))
+        raise UsageError(f"{path}: no loader for this file type (known: {', '.join(exts)})")
+    rows = []
+    for lineno, row in loader(p):
+        if not isinstance(row, dict):
+            raise UsageError(f"{path}:{lineno}: expected an object with named fields, got {type(row).__name__}")
+        rows.append((f"{path}:{lineno}", row))
+        if limit and len(rows) >= limit:
+            break
+    if not rows:
+        raise UsageError(f"{path}: no rows")
+    return rows
+
+
+@dataclass
+class Example:
+    id: str
+    where: str
+    row: dict
+    fields: dict  # the row as the template sees it ({input} filled from --input-field)
+    messages: list
+    parts: list
+    label: str | None
+
+
+def prepare_row(spec: PromptSpec, config: GenerateConfig, where: str, row: dict) -> Example:
+    fields = dict(row)
+    if config.input_field:
+        if config.input_field not in row:
+            raise UsageError(f"{where}: --input-field {config.input_field!r} is not in the row (fields: {', '.join(sorted(row))})")
+        fields["input"] = row[config.input_field]
+    messages, parts = spec.render(fields, where)
+    label = None
+    if config.label_field:
+        if config.label_field not in row:
+            raise UsageError(f"{where}: --label-field {config.label_field!r} is not in the row (fields: {', '.join(sorted(row))})")
+        try:
+            label = normalize(row[config.label_field], spec.answer_type)
+        except ParseFailure as exc:
+            raise UsageError(f"{where}: gold label: {exc} (prompt answer_type is {spec.answer_type!r})") from None
+    if config.id_field:
+        if config.id_field not in row:
+            raise UsageError(f"{where}: --id-field {config.id_field!r} is not in the row")
+        ex_id = str(row[config.id_field])
+    else:
+        ex_id = f"row-{where.rsplit(':', 1)[1]}"
+    return Example(ex_id, where, row, fields, messages, parts, label)
+
+
+def resolve_teacher(plugins, value, config: GenerateConfig) -> Teacher:
+    """A Teacher object, a registered name, ``NAME:MODEL``, or a bare LiteLLM model string."""
+    if isinstance(value, Teacher):
+        return value
+    options = {"api_base": config.api_base, "price": parse_price(config.price)}
+    if config.api_key_env:
+        options["api_key_env"] = config.api_key_env
+    name, _, model = value.partition(":") if ":" in value and value.split(":", 1)[0] in plugins.teachers else (value, "", "")
+    if name in plugins.teachers:
+        factory, model = plugins.teachers.get(name), model or None
+    elif "/" in value:
+        factory, model = plugins.teachers.get("litellm"), value
+    else:
+        known = ", ".join(plugins.teachers.names())
+        raise PluginError(f"--teacher {value!r}: unknown teacher (registered: {known}; or a LiteLLM model string such as openai/gpt-4o-mini)")
+    try:
+        return factory(model=model, **options)
+    except TypeError as exc:
+        raise PluginError(f"--teacher {value!r}: the teacher factory rejected its options: {exc}") from None
+
+
+def sampling_params(spec: PromptSpec, config: GenerateConfig) -> dict:
+    params = dict(spec.params)
+    if config.temperature is not None:
+        params["temperature"] = config.temperature
+    params.setdefault("temperature", 0.7 if config.samples > 1 else 0.0)
+    if config.max_tokens is not None:
+        params["max_tokens"] = config.max_tokens
+    if spec.stop:
+        params["stop"] = list(spec.stop)
+    return params
+
+
+def plan_calls(spec: PromptSpec, config: GenerateConfig, teachers: list[Teacher], examples: list[Example]) -> list[Call]:
+    params = sampling_params(spec, config)
+    calls = []
+    for i, ex in enumerate(examples):
+        for teacher in teachers:
+            # Native n: one request returns every sample. Otherwise one seeded request per sample.
+            groups = [(0, config.samples)] if teacher.native_n and config.samples > 1 else [(s, 1) for s in range(config.samples)]
+            for first, n in groups:
+                request = Request(messages=ex.messages, inputs=ex.fields, n=n, seed=config.seed + first,
+                                  params=params, timeout=config.timeout, logprobs=config.logprobs)  # fmt: skip
+                calls.append(Call(call_key(teacher.identity(), request), teacher, request, i, first))
+    return calls
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Requests per minute as an even spacing of starts; tokens per minute as a refilling bucket."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None):
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self.next_start = 0.0
+        self.tpm = tpm
+        self.tokens = float(tpm or 0)
+        self.updated = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, tokens: int) -> None:
+        if not self.interval and not self.tpm:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            wait = max(0.0, self.next_start - now)
+            self.next_start = max(now, self.next_start) + self.interval
+            if self.tpm:
+                self.tokens = min(self.tpm, self.tokens + (now - self.updated) * self.tpm / 60.0)
+                self.updated = now
+                need = min(tokens, self.tpm)  # a request bigger than the bucket still goes, alone
+                if self.tokens < need:
+                    wait = max(wait, (need - self.tokens) * 60.0 / self.tpm)
+                self.tokens -= need
+            if wait:
+                await asyncio.sleep(wait)
+
+
+async def run_calls(calls: list[Call], store: Store, config: GenerateConfig, stats: Stats, progress: bool) -> None:
+    semaphore = asyncio.Semaphore(config.concurrency)
+    limiter = RateLimiter(config.rpm, config.tpm)
+    abort: list[TeacherError] = []  # a fatal error before anything succeeded stops the run
+    bar = _progress(progress, len(calls))
+
+    async def one(call: Call) -> None:
+        est_tokens = call.teacher.count_tokens(call.request.messages) + (call.request.params.get("max_tokens") or 256)
+        for attempt in range(config.max_retries + 1):
+            if abort:
+                return
+            if config.max_cost is not None and stats.cost >= config.max_cost:
+                call.entry = {"ok": False, "error": "skipped: budget"}
+                return
+            await limiter.acquire(est_tokens)
+            async with semaphore:
+                started = time.perf_counter()
+                try:
+                    completion = await asyncio.wait_for(call.teacher.complete(call.request), config.timeout + 5)
+                    error = None
+                except asyncio.TimeoutError:
+                    error = TeacherError(f"request timed out after {config.timeout:g}s", kind="timeout", retryable=True)
+                except TeacherError as exc:
+                    error = exc
+                except Exception as exc:  # noqa: BLE001 - a plugin teacher's bug: report it, do not retry
+                    error = TeacherError(f"{call.teacher.name}: {type(exc).__name__}: {exc}", kind="teacher_bug")
+                latency = time.perf_counter() - started
+            if error is None:
+                call.entry = journal_entry(call, completion, latency)
+                store.put(call.entry)
+                stats.made += 1
+                stats.cost += completion.cost or 0.0
+                bar.advance()
+                return
+            if error.retryable and attempt < config.max_retries:
+                stats.retries += 1
+                delay = error.retry_after if error.retry_after is not None else config.retry_base_delay * 2**attempt
+                await asyncio.sleep(random.uniform(0, delay) if error.retry_after is None else delay)
+                continue
+            call.entry = {"ok": False, "key": call.key, "teacher": call.teacher.name, "error": str(error), "kind": error.kind,
+                          "time": time.time()}  # fmt: skip
+            store.put(call.entry)
+            stats.failed += 1
+            stats.errors[str(error)] += 1
+            if error.kind in FATAL_KINDS and stats.made == 0:
+                abort.append(error)
+            bar.advance()
+            return
+
+    try:
+        await asyncio.gather(*(one(c) for c in calls))
+    finally:
+        bar.close()
+    if abort:
+        raise GenerationError(f"stopping: {abort[0]} (no request had succeeded; nothing was written)")
+
+
+def journal_entry(call: Call, completion: Completion, latency: float) -> dict:
+    return {
+        "ok": True, "key": call.key, "teacher": call.teacher.name, "identity": call.teacher.identity(),
+        "n": call.request.n, "seed": call.request.seed, "params": call.request.params,
+        "choices": [asdict(c) for c in completion.choices], "usage": completion.usage, "cost": completion.cost,
+        "latency_s": round(latency, 4), "time": time.time(),
+    }  # fmt: skip
+
+
+class _progress:
+    """A rich progress bar when asked for (the CLI), nothing otherwise (the Python API, tests)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.bar = None
+        if enabled and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("teacher calls", total=total)
+
+    def advance(self) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+# --- records ----------------------------------------------------------------------------------------
+
+
+def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats: Stats, parsers) -> list[TeacherRecord]:
+    by_row: dict[int, list[Call]] = {}
+    for call in calls:
+        by_row.setdefault(call.row_index, []).append(call)
+    records = []
+    for i, ex in enumerate(examples):
+        samples = []
+        for call in by_row.get(i, []):
+            parser = parsers.get(call.teacher.parser or spec.parser)
+            samples.extend(samples_from(call, spec, parser, stats))
+        record = TeacherRecord(id=ex.id, row=ex.row, input="\n\n".join(p.text for p in ex.parts if p.part == "input"),
+                               label=ex.label, prompt=spec.identity(), messages=ex.messages, parts=ex.parts,
+                               samples=samples)  # fmt: skip
+        record.vote()
+        records.append(record)
+    return records
+
+
+def samples_from(call: Call, spec: PromptSpec, parser, stats: Stats) -> list[Sample]:
+    entry = call.entry or {"ok": False, "error": "not run"}
+    n = call.request.n
+    if not entry.get("ok"):
+        return [Sample(teacher=call.teacher.name, index=call.first_sample + k, error=entry.get("error")) for k in range(n)]
+    usage = entry.get("usage") or {}
+    stats.prompt_tokens += usage.get("prompt_tokens", 0)
+    stats.completion_tokens += usage.get("completion_tokens", 0)
+    if entry.get("cost") is None:
+        stats.cost_unknown += 1
+    choices = entry["choices"]
+    out = []
+    for k, choice in enumerate(choices[:n]):
+        sample = Sample(teacher=call.teacher.name, index=call.first_sample + k, text=choice["text"],
+                        usage=usage if k == 0 else {}, cost=(entry.get("cost") or 0.0) if k == 0 else 0.0,
+                        latency_s=entry.get("latency_s", 0.0), cached=call.cached,
+                        finish_reason=choice.get("finish_reason"))  # fmt: skip
+        try:
+            sample.rationale, sample.raw_answer, sample.answer = parse_sample(parser, choice["text"], spec, choice.get("fields"))
+        except ParseFailure as exc:
+            sample.parse_error = str(exc)
+            stats.parse_failures += 1
+        if choice.get("logprobs") and sample.raw_answer:
+            sample.logprobs = answer_logprobs(choice["logprobs"], choice["text"], sample.raw_answer)
+        out.append(sample)
+    for k in range(len(choices), n):  # the server returned fewer choices than asked for
+        out.append(Sample(teacher=call.teacher.name, index=call.first_sample + k, error=f"the provider returned {len(choices)} of {n} choices"))
+    stats.samples += len(out)
+    return out
+
+
+def answer_logprobs(logprobs: list[dict], text: str, answer: str) -> list[dict] | None:
+    """The logprob entries of the tokens that spell the answer (its last occurrence in the text)."""
+    start = text.rfind(answer)
+    if start < 0:
+        return None
+    end, pos, kept = start + len(answer), 0, []
+    for entry in logprobs:
+        token_end = pos + len(entry["token"])
+        if token_end > start and pos < end:
+            kept.append(entry)
+        pos = token_end
+    return kept or None
+
+
+def estimate(spec: PromptSpec, config: GenerateConfig, calls: list[Call]) -> DryRun:
+    """Count calls and tokens and price them, calling nothing."""
+    todo = [c for c in calls if not c.cached]
+    demo_tokens = [len(spec.render_response(d["rationale"], str(d["answer"]))) // 4 for d in spec.examples]
+    per_sample = config.max_tokens or (int(sum(demo_tokens) / len(demo_tokens) * 1.5) + 8 if demo_tokens else 256)
+    prompt_tokens = completion_tokens = 0
+    cost, unknown = 0.0, False
+    token_cache: dict[tuple, int] = {}
+    for call in todo:
+        key = (call.teacher.name, call.row_index)
+        if key not in token_cache:
+            token_cache[key] = call.teacher.count_tokens(call.request.messages)
+        p, c = token_cache[key], per_sample * call.request.n
+        prompt_tokens += p
+        completion_tokens += c
+        price = call.teacher.cost_of(p, c)
+        if price is None:
+            unknown = True
+        else:
+            cost += price
+    return DryRun(len(calls), len(calls) - len(todo), len(todo), prompt_tokens, completion_tokens, None if unknown else cost)

@@ -1,0 +1,77 @@
+"""Per-request cache and journal: the audit trail of every paid call and the resume point.
+
+Each completed call is appended as one JSON line and flushed as it completes, so Ctrl-C or ``kill -9`` loses
+nothing that was paid for. Each process writes its own segment file (``calls-<time>-<pid>.jsonl``); reading
+merges every segment, so worker processes share one cache. A torn last line is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RDISTILL_CACHE_DIR") or Path.home() / ".cache" / "rationale-distill")
+
+
+def call_key(identity: dict, request) -> str:
+    """What determines the answer: the teacher's identity (model, api base), the exact messages, the inputs,
+    n, seed, sampling params and logprobs. Never the API key."""
+    payload = {"teacher": identity, "messages": request.messages, "inputs": request.inputs, "n": request.n,
+               "seed": request.seed, "params": request.params, "logprobs": request.logprobs}  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+        self.dir = self.root / "calls"
+        self.index: dict[str, dict] = {}
+        self.torn_lines = 0
+        self._fh = None
+        self._load()
+
+    def _load(self) -> None:
+        if not self.dir.is_dir():
+            return
+        for segment in sorted(self.dir.glob("calls-*.jsonl")):
+            with segment.open(encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        self.torn_lines += 1  # a write cut short by kill -9: that call was not completed
+                        continue
+                    if entry.get("ok"):
+                        self.index[entry["key"]] = entry
+
+    def get(self, key: str) -> dict | None:
+        return self.index.get(key)
+
+    def put(self, entry: dict) -> None:
+        """Journal one call (successful or not); successful ones become cache hits."""
+        if self._fh is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            name = f"calls-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{id(self) & 0xFFFF:04x}.jsonl"
+            self._fh = (self.dir / name).open("a", encoding="utf-8")
+        self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._fh.flush()  # in the OS's hands now: survives the process being killed
+        if entry.get("ok"):
+            self.index[entry["key"]] = entry
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

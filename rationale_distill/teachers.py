@@ -1,0 +1,329 @@
+"""The Teacher contract and the LiteLLM boundary (imported lazily; provider errors -> TeacherError).
+
+A teacher turns one ``Request`` (messages, n, seed, sampling params) into a ``Completion`` (choices, usage,
+cost). Everything else (cache, journal, limits, retries, records) lives in the generation loop, so every
+teacher, HTTP API or local model, gets it for free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from .errors import TeacherError, UsageError
+
+# Providers whose API accepts ``n`` (several choices from one request); others get separate seeded calls.
+NATIVE_N_PROVIDERS = {"openai", "azure", "hosted_vllm", "text-completion-openai", "openrouter", "together_ai", "fireworks_ai", "deepseek"}  # fmt: skip
+# Where LiteLLM looks for each provider's key; named in errors, never printed.
+KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "azure": "AZURE_API_KEY",
+           "gemini": "GEMINI_API_KEY", "together_ai": "TOGETHERAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
+           "hosted_vllm": "HOSTED_VLLM_API_KEY", "deepseek": "DEEPSEEK_API_KEY", "groq": "GROQ_API_KEY"}  # fmt: skip
+
+
+@dataclass
+class Request:
+    messages: list[dict]
+    inputs: dict = field(default_factory=dict)  # the row fields the prompt uses (for DSPy-style teachers)
+    n: int = 1
+    seed: int | None = None
+    params: dict = field(default_factory=dict)  # temperature, max_tokens, stop, top_p, ...
+    timeout: float = 120.0  # seconds
+    logprobs: int | None = None  # top-k logprobs to ask for, if any
+
+
+@dataclass
+class Choice:
+    text: str
+    finish_reason: str | None = None
+    fields: dict | None = None  # structured output (DSPy)
+    logprobs: list | None = None  # [{token, logprob, top_logprobs: [{token, logprob}]}]
+
+
+@dataclass
+class Completion:
+    choices: list[Choice]
+    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens
+    cost: float | None = None  # USD for the whole request; None when unknown
+
+
+class Teacher:
+    """Subclass and implement ``complete``. ``identity()`` goes into the cache key: never put secrets there."""
+
+    name: str = "teacher"
+    native_n: bool = False
+    parser: str | None = None  # overrides the prompt's parser (e.g. "dspy")
+    price: tuple[float, float] | None = None  # USD per 1M (input, output) tokens
+
+    def identity(self) -> dict:
+        return {"teacher": self.name}
+
+    async def complete(self, request: Request) -> Completion:
+        raise NotImplementedError
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        return sum(len(m.get("content") or "") for m in messages) // 4 + 4 * len(messages)
+
+    def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.price is None:
+            return None
+        return (prompt_tokens * self.price[0] + completion_tokens * self.price[1]) / 1e6
+
+
+def parse_price(value: str | None) -> tuple[float, float] | None:
+    """``--price IN,OUT``: USD per 1M input and output tokens."""
+    if value is None:
+        return None
+    try:
+        inp, out = (float(x) for x in str(value).split(","))
+    except ValueError:
+        raise UsageError(f"--price {value!r}: expected two numbers, USD per 1M input and output tokens, e.g. 0.15,0.60") from None
+    return inp, out
+
+
+def provider_of(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+class LiteLLMTeacher(Teacher):
+    """Any LiteLLM model string: ``openai/...``, ``anthropic/...``, ``ollama/...``, ``hosted_vllm/...``, a custom provider."""
+
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
+                 api_key_env: str | None = None, native_n: bool | None = None, price=None, name: str | None = None,
+                 **params):  # fmt: skip
+        if not model:
+            raise UsageError("--teacher: a LiteLLM teacher needs a model string such as openai/gpt-4o-mini")
+        self.model = model
+        self.name = name or model
+        self.api_base = api_base
+        self.provider = provider_of(model)
+        self.api_key_env = api_key_env or KEY_ENV.get(self.provider)
+        # The key is read from the environment at call time by default and never stored in records or logs.
+        self._api_key = api_key
+        self.native_n = self.provider in NATIVE_N_PROVIDERS if native_n is None else native_n
+        self.price = price
+        self.params = params
+
+    def identity(self) -> dict:
+        return {"model": self.model, "api_base": self.api_base}
+
+    def _key(self) -> str | None:
+        key = self._api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
+        if key is None and self.api_base and self.provider in ("openai", "hosted_vllm"):
+            return "EMPTY"  # OpenAI-compatible local servers (vLLM, llama.cpp) need no key, the client needs one
+        return key
+
+    async def complete(self, request: Request) -> Completion:
+        import litellm
+
+        kwargs = {**self.params, **request.params}
+        kwargs.update(model=self.model, messages=request.messages, timeout=request.timeout, num_retries=0, max_retries=0,
+                      drop_params=True)  # fmt: skip
+        if request.n > 1:
+            kwargs["n"] = request.n
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if request.logprobs:
+            kwargs.update(logprobs=True, top_logprobs=request.logprobs)
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        key = self._key()
+        if key:
+            kwargs["api_key"] = key
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - every provider error is mapped onto the taxonomy
+            raise map_error(exc, self, key) from None
+        return self._completion(response)
+
+    def _completion(self, response) -> Completion:
+        choices = []
+        for c in response.choices:
+            logprobs = None
+            lp = getattr(c, "logprobs", None)
+            content = getattr(lp, "content", None) if lp is not None else None
+            if content:
+                logprobs = [{"token": t.token, "logprob": t.logprob,
+                             "top_logprobs": [{"token": x.token, "logprob": x.logprob} for x in (t.top_logprobs or [])]}
+                            for t in content]  # fmt: skip
+            choices.append(Choice(text=c.message.content or "", finish_reason=c.finish_reason, logprobs=logprobs))
+        usage = getattr(response, "usage", None)
+        usage = {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                 "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}  # fmt: skip
+        cost = self.cost_of(usage["prompt_tokens"], usage["completion_tokens"])
+        if cost is None:
+            cost = litellm_cost(response)
+        return Completion(choices=choices, usage=usage, cost=cost)
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        import litellm
+
+        try:
+            return int(litellm.token_counter(model=self.model, messages=messages))
+        except Exception:  # noqa: BLE001 - unknown tokenizer: fall back to the 4-chars-per-token rule
+            return super().count_tokens(messages)
+
+    def cost_of(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.price is not None:
+            return super().cost_of(prompt_tokens, completion_tokens)
+        if self.provider in _custom_providers():
+            return 0.0  # a local model behind a custom provider costs nothing per token
+        import litellm
+
+        try:
+            inp, out = litellm.cost_per_token(model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            return inp + out
+        except Exception:  # noqa: BLE001 - a model LiteLLM has no price for: cost unknown, use --price
+            return None
+
+
+def litellm_cost(response) -> float | None:
+    import litellm
+
+    try:
+        return float(litellm.completion_cost(completion_response=response))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -> TeacherError:
+    """LiteLLM/OpenAI exceptions -> one TeacherError with a kind, a retryable flag and a message without secrets."""
+    import litellm
+
+    status = getattr(exc, "status_code", None)
+    text = " ".join(str(exc).split())[:300]
+    if key and key != "EMPTY":
+        text = text.replace(key, "***")
+    where = teacher.api_base or teacher.provider
+    if isinstance(exc, litellm.RateLimitError):
+        return TeacherError(f"rate limited by {where} (HTTP 429)", kind="rate_limit", retryable=True,
+                            retry_after=_retry_after(exc))  # fmt: skip
+    if isinstance(exc, litellm.Timeout):
+        return TeacherError(f"request to {where} timed out", kind="timeout", retryable=True)
+    if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
+        env = f"set {teacher.api_key_env} or pass --api-key-env" if teacher.api_key_env else "check the API key"
+        return TeacherError(f"authentication failed for {teacher.model} at {where} (HTTP {status}): {env}", kind="auth")
+    if isinstance(exc, litellm.NotFoundError):
+        return TeacherError(f"model {teacher.model!r} not found at {where} (HTTP 404): check the model name", kind="not_found")
+    if isinstance(exc, litellm.APIConnectionError) and status in (None, 500) and _is_connection(exc):
+        return TeacherError(f"cannot reach {where}: {text}; is the server running and --api-base right?",
+                            kind="connection", retryable=True)  # fmt: skip
+    if isinstance(exc, litellm.BadRequestError):
+        return TeacherError(f"bad request to {teacher.model} (HTTP {status or 400}): {text}", kind="bad_request")
+    if status is not None and int(status) < 500 and int(status) not in (408, 409):
+        return TeacherError(f"{teacher.model} at {where} answered HTTP {status}: {text}", kind="client")
+    return TeacherError(f"{teacher.model} at {where} failed (HTTP {status or '?'}): {text}", kind="server", retryable=True)
+
+
+def _is_connection(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("connect", "connection", "unreachable", "name or service", "refused", "resolve"))
+
+
+def _retry_after(exc: Exception) -> float | None:
+    for source in (getattr(getattr(exc, "response", None), "headers", None), getattr(exc, "headers", None),
+                   getattr(exc, "litellm_response_headers", None)):  # fmt: skip
+        try:
+            value = source.get("retry-after") if source is not None else None
+        except AttributeError:
+            value = None
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
+
+
+# --- custom LiteLLM providers (teachers that are not HTTP APIs) -------------------------------------
+
+
+def _custom_providers() -> set[str]:
+    import litellm
+
+    return {p["provider"] for p in litellm.custom_provider_map}
+
+
+def install_providers(plugins) -> None:
+    """Route ``provider/...`` model strings to the handlers registered through ``register_litellm_providers``."""
+    entries = list(plugins.litellm_providers)
+    if not entries:
+        return
+    import litellm
+    from litellm.utils import custom_llm_setup
+
+    installed = _custom_providers()
+    for entry in entries:
+        if entry.name not in installed:
+            litellm.custom_provider_map.append({"provider": entry.name, "custom_handler": entry.obj()})
+    custom_llm_setup()
+
+
+# --- DSPy -------------------------------------------------------------------------------------------
+
+
+class DSPyTeacher(Teacher):
+    """A DSPy program (default: ``dspy.ChainOfThought`` over ``question -> answer``) on ``dspy.LM(engine="litellm")``.
+
+    The program's inputs come from the data row; its ``reasoning`` and ``answer`` fields become the sample."""
+
+    parser = "dspy"
+
+    def __init__(self, model: str | None = None, program=None, signature: str = "question -> answer",
+                 api_base: str | None = None, api_key: str | None = None, api_key_env: str | None = None,
+                 name: str | None = None, price=None, **params):  # fmt: skip
+        import dspy
+
+        if not model:
+            raise UsageError("--teacher dspy:MODEL: the DSPy teacher needs a LiteLLM model string, e.g. dspy:openai/gpt-4o-mini")
+        self.model = model
+        self.name = name or f"dspy:{model}"
+        self.program = program if program is not None else dspy.ChainOfThought(signature)
+        self.signature = signature if program is None else type(program).__name__
+        self.api_base = api_base
+        self.price = price
+        self._lite = LiteLLMTeacher(model, api_base=api_base, api_key=api_key, api_key_env=api_key_env, price=price)
+        lm_kwargs = {"api_base": api_base} if api_base else {}
+        key = self._lite._key()
+        if key:
+            lm_kwargs["api_key"] = key
+        # cache=False: our own cache and journal decide what is paid for; num_retries=0: our loop retries.
+        self.lm = dspy.LM(model, engine="litellm", cache=False, num_retries=0, **lm_kwargs, **params)
+
+    def identity(self) -> dict:
+        return {"model": self.model, "api_base": self.api_base, "dspy_program": self.signature,
+                "instructions": _program_instructions(self.program)}  # fmt: skip
+
+    async def complete(self, request: Request) -> Completion:
+        import dspy
+
+        inputs = {k: v for k, v in request.inputs.items() if k in _program_inputs(self.program, request.inputs)}
+        config = {k: v for k, v in request.params.items() if k in ("temperature", "max_tokens", "top_p")}
+        if request.seed is not None:
+            config["rollout_id"] = request.seed
+        try:
+            with dspy.context(lm=self.lm, track_usage=True):
+                prediction = await self.program.acall(**inputs, config=config) if config else await self.program.acall(**inputs)
+        except Exception as exc:  # noqa: BLE001
+            if type(exc).__name__ == "AdapterParseError":  # the LM answered, the adapter could not parse it
+                raw = getattr(exc, "lm_response", None) or str(exc)
+                return Completion(choices=[Choice(text=str(raw), fields=None)])
+            raise map_error(getattr(exc, "__cause__", None) or exc, self._lite) from None
+        fields_ = {k: prediction.get(k) for k in prediction.keys()}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        for lm_usage in (prediction.get_lm_usage() or {}).values():
+            usage["prompt_tokens"] += int(lm_usage.get("prompt_tokens") or 0)
+            usage["completion_tokens"] += int(lm_usage.get("completion_tokens") or 0)
+        cost = self._lite.cost_of(usage["prompt_tokens"], usage["completion_tokens"])
+        return Completion(choices=[Choice(text=json.dumps(fields_, ensure_ascii=False), fields=fields_)], usage=usage, cost=cost)
+
+
+def _program_inputs(program, available: dict) -> set[str]:
+    names = set()
+    for _, predictor in program.named_predictors():
+        names |= set(predictor.signature.input_fields)
+    return names or set(available)
+
+
+def _program_instructions(program) -> str:
+    return "\n".join(p.signature.instructions for _, p in program.named_predictors())

@@ -1,0 +1,192 @@
+"""A small OpenAI-compatible chat-completions server on 127.0.0.1 for tests and benchmarks.
+
+It answers over real HTTP (aiohttp in a background thread), so the whole LiteLLM client path is exercised,
+and it can inject latency, 429s (with Retry-After), 500s, hangs and malformed bodies at chosen rates.
+
+    with FakeOpenAI(responder=lambda body, i: "2 + 2 = 4. So the answer is 4.") as server:
+        server.base_url  # http://127.0.0.1:PORT/v1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0  # seconds added to every request
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_hang: float = 0.0  # sleep for `hang_s` (longer than the client's timeout)
+    rate_malformed: float = 0.0  # a 200 with a body that is not JSON
+    hang_s: float = 30.0
+    retry_after: str | None = "0"
+    seed: int = 0
+
+
+def arithmetic_responder(body: dict, choice_index: int) -> str:
+    """Solve 'What is A + B?'-style questions in the last user message: a rationale, then the answer marker."""
+    text = body["messages"][-1]["content"]
+    match = re.findall(r"(-?\d+)\s*([+\-*])\s*(-?\d+)", text)
+    if not match:
+        return "I am not sure. So the answer is 0."
+    a, op, b = match[-1]
+    value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+    return f"We compute {a} {op} {b} = {value}. So the answer is {value}."
+
+
+@dataclass
+class FakeOpenAI:
+    responder: Callable[[dict, int], str] = arithmetic_responder
+    faults: Faults = field(default_factory=Faults)
+    models: set[str] | None = None  # None: any model; else unknown models get a 404
+    api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <api_key>"
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def __post_init__(self):
+        self.requests: list[dict] = []  # every request body received
+        self.served: Counter = Counter()  # successful responses per (last message, seed, n)
+        self.status_counts: Counter = Counter()
+        self._rng = random.Random(self.faults.seed)
+        self._lock = threading.Lock()
+        self._loop = None
+        self._thread = None
+        self._runner = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> "FakeOpenAI":
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("the fake OpenAI server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _serve(self, started: threading.Event) -> None:
+        from aiohttp import web
+
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        started.set()
+        self._loop.run_forever()
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    async def _models(self, request):
+        from aiohttp import web
+
+        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in sorted(self.models or [])]})
+
+    async def _chat(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        with self._lock:
+            self.requests.append(body)
+            roll = self._rng.random()
+        f = self.faults
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._error(web, 401, "invalid_api_key", "Incorrect API key provided")
+        model = body.get("model", "")
+        if self.models is not None and model not in self.models:
+            return self._error(web, 404, "model_not_found", f"The model `{model}` does not exist")
+        if f.latency:
+            await asyncio.sleep(f.latency)
+        edges = [f.rate_429, f.rate_500, f.rate_hang, f.rate_malformed]
+        if roll < edges[0]:
+            headers = {"retry-after": f.retry_after} if f.retry_after is not None else {}
+            return self._error(web, 429, "rate_limit_exceeded", "Rate limit reached", headers)
+        if roll < sum(edges[:2]):
+            return self._error(web, 500, "server_error", "The server had an error")
+        if roll < sum(edges[:3]):
+            await asyncio.sleep(f.hang_s)
+            return self._error(web, 504, "timeout", "gateway timeout")
+        if roll < sum(edges):
+            with self._lock:
+                self.status_counts[200] += 1
+            return web.Response(status=200, text="{this is not json", content_type="application/json")
+
+        n = int(body.get("n") or 1)
+        texts = [self.responder(body, i) for i in range(n)]
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+        choices = []
+        for i, text in enumerate(texts):
+            choice = {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            if body.get("logprobs"):
+                k = int(body.get("top_logprobs") or 1)
+                tokens = re.findall(r"\s*\S+", text)
+                choice["logprobs"] = {"content": [
+                    {"token": t, "logprob": -0.1, "bytes": list(t.encode()),
+                     "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())}] * k}
+                    for t in tokens]}  # fmt: skip
+            choices.append(choice)
+        completion_tokens = sum(len(t.split()) for t in texts)
+        with self._lock:
+            self.status_counts[200] += 1
+            self.served[(body["messages"][-1]["content"], body.get("seed"), n)] += 1
+        return web.json_response({
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })  # fmt: skip
+
+    def _error(self, web, status: int, code: str, message: str, headers: dict | None = None):
+        with self._lock:
+            self.status_counts[status] += 1
+        return web.json_response({"error": {"message": message, "type": code, "code": code}}, status=status, headers=headers)
+
+
+def main() -> None:  # pragma: no cover - `python -m rationale_distill.testing.fake_openai` for manual runs
+    import argparse
+
+    parser = argparse.ArgumentParser(description="serve the fake OpenAI-compatible API on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    server = FakeOpenAI(port=args.port, faults=Faults(latency=args.latency)).start()
+    print(f"serving on {server.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
