@@ -309,13 +309,14 @@ async def run_calls(calls: list[Call], store: Store, config: GenerateConfig, sta
     async def one(call: Call) -> None:
         est_tokens = call.teacher.count_tokens(call.request.messages) + (call.request.params.get("max_tokens") or 256)
         for attempt in range(config.max_retries + 1):
-            if abort:
-                return
-            if config.max_cost is not None and stats.cost >= config.max_cost:
-                call.entry = {"ok": False, "error": "skipped: budget"}
-                return
             await limiter.acquire(est_tokens)
             async with semaphore:
+                # Checked here, not before queueing: a call waiting for a slot must see an abort or a spent budget.
+                if abort:
+                    return
+                if config.max_cost is not None and stats.cost >= config.max_cost:
+                    call.entry = {"ok": False, "error": "skipped: budget"}
+                    return
                 started = time.perf_counter()
                 try:
                     completion = await asyncio.wait_for(call.teacher.complete(call.request), config.timeout + 5)

@@ -205,7 +205,8 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
         return TeacherError(f"authentication failed for {teacher.model} at {where} (HTTP {status}): {env}", kind="auth")
     if isinstance(exc, litellm.NotFoundError):
         return TeacherError(f"model {teacher.model!r} not found at {where} (HTTP 404): check the model name", kind="not_found")
-    if isinstance(exc, litellm.APIConnectionError) and status in (None, 500) and _is_connection(exc):
+    # LiteLLM reports a refused connection as APIConnectionError or as InternalServerError("Connection error.").
+    if isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError)) and _is_connection(exc):
         return TeacherError(f"cannot reach {where}: {text}; is the server running and --api-base right?",
                             kind="connection", retryable=True)  # fmt: skip
     if isinstance(exc, litellm.BadRequestError):
@@ -217,7 +218,8 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
 
 def _is_connection(exc: Exception) -> bool:
     text = str(exc).lower()
-    return any(s in text for s in ("connect", "connection", "unreachable", "name or service", "refused", "resolve"))
+    return any(s in text for s in ("connection error", "connecterror", "connection refused", "unreachable",
+                                   "name or service not known", "failed to resolve", "cannot connect"))
 
 
 def _retry_after(exc: Exception) -> float | None:

@@ -1,0 +1,248 @@
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import rationale_distill as rd
+from rationale_distill import hookspecs
+from rationale_distill.errors import PluginError
+from rationale_distill.plugins import load_plugins
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class DupTeacher:
+    __name__ = "dup-teacher-plugin"
+
+    @rd.hookimpl
+    def register_teachers(self, register):
+        register("litellm", lambda **kw: None)
+
+
+def test_builtins_register_through_the_public_hooks():
+    plugins = load_plugins()
+    assert {"litellm", "dspy"} <= set(plugins.teachers.names())
+    assert {"few-shot-cot", "zero-shot-cot", "support-triage"} <= set(plugins.prompts.names())
+    assert {"answer-marker", "json", "dspy"} <= set(plugins.parsers.names())
+    assert {"jsonl", "json", "csv"} <= set(plugins.loaders.names())
+    assert {"generate", "plugins"} <= set(plugins.commands.names())
+    assert all(e.plugin.startswith("rationale_distill.default_plugins.") for e in plugins.teachers)
+
+
+def test_duplicate_name_is_an_error_naming_both_plugins():
+    with pytest.raises(PluginError, match=r"duplicate teacher name 'litellm'.*default_plugins.teachers.*dup-teacher-plugin"):
+        load_plugins(extra=[DupTeacher()])
+
+
+def test_misspelled_hook_fails_loudly():
+    class Typo:
+        @rd.hookimpl
+        def register_teacher(self, register):  # missing "s"
+            pass
+
+    with pytest.raises(PluginError, match="register_teacher"):
+        load_plugins(extra=[Typo()])
+
+
+def test_hook_register_loaders(tmp_path):
+    class TsvLoader:
+        @rd.hookimpl
+        def register_loaders(self, register):
+            def load(path):
+                for i, line in enumerate(open(path), start=1):
+                    q, a = line.rstrip("\n").split("\t")
+                    yield i, {"question": q, "answer": a}
+
+            register("tsv", load, extensions=(".tsv",))
+
+    data = tmp_path / "d.tsv"
+    data.write_text("What is 1 + 2?\t3\n")
+    from rationale_distill.generate import load_rows
+
+    assert load_rows(load_plugins(extra=[TsvLoader()]), str(data)) == [(f"{data}:1", {"question": "What is 1 + 2?", "answer": "3"})]
+
+
+def test_hook_register_teachers(problems):
+    class Constant(rd.Teacher):
+        name = "constant"
+
+        async def complete(self, request):
+            return rd.Completion(choices=[rd.Choice("Easy. So the answer is 42.")], usage={"prompt_tokens": 1, "completion_tokens": 5})
+
+    class Plugin:
+        @rd.hookimpl
+        def register_teachers(self, register):
+            register("constant", lambda model=None, **kw: Constant())
+
+    plugins = load_plugins(extra=[Plugin()])
+    result = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["constant"], input_field="question"), plugins=plugins)
+    assert {r.majority for r in result.records} == {"42"}
+
+
+def test_hook_register_prompts(tmp_path):
+    class Plugin:
+        @rd.hookimpl
+        def register_prompts(self, register):
+            register("plain", {"name": "plain", "template": "{input}"})
+
+    from rationale_distill.prompts import resolve_prompt
+
+    assert resolve_prompt(load_plugins(extra=[Plugin()]), "plain").render({"input": "hi"})[0] == [{"role": "user", "content": "hi"}]
+
+
+def test_hook_register_parsers(server, problems):
+    class Plugin:
+        @rd.hookimpl
+        def register_parsers(self, register):
+            from rationale_distill.parsing import Parsed
+
+            register("last-word", lambda text, spec, fields=None: Parsed(rationale=text, raw_answer=text.split()[-1]))
+
+    plugins = load_plugins(extra=[Plugin()])
+    prompt = {"name": "p", "template": "{input}", "parser": "last-word"}
+    plugins.prompts.add("test", "p", prompt)
+    result = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["openai/fake"], api_base=server.base_url,
+                                           prompt="p", input_field="question"), plugins=plugins)  # fmt: skip
+    assert result.records[0].samples[0].raw_answer.endswith(".")
+
+
+def test_hook_register_litellm_providers(problems):
+    """A teacher that is not an HTTP API goes through LiteLLM as a custom provider, and through our records."""
+
+    class Plugin:
+        @rd.hookimpl
+        def register_litellm_providers(self, register):
+            def factory():
+                import litellm
+
+                class Echo(litellm.CustomLLM):
+                    async def acompletion(self, model, messages, *args, **kwargs):
+                        return litellm.ModelResponse(
+                            choices=[{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": f"Echo. So the answer is {len(messages)}."}}],
+                            usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7})  # fmt: skip
+
+                return Echo()
+
+            register("echo-provider", factory)
+
+    result = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["echo-provider/any"], input_field="question"),
+                         plugins=load_plugins(extra=[Plugin()]))  # fmt: skip
+    sample = result.records[0].samples[0]
+    assert sample.answer == "8" and sample.usage == {"prompt_tokens": 3, "completion_tokens": 4} and sample.cost == 0.0
+
+
+def test_hook_register_commands(capsys):
+    class Plugin:
+        @rd.hookimpl
+        def register_commands(self, register):
+            register("hello", lambda p: p.add_argument("--who", default="world"),
+                     lambda args, plugins: print(f"hello {args.who}") or 0, help="say hello")  # fmt: skip
+
+    from rationale_distill.cli import build_parser
+
+    plugins = load_plugins(extra=[Plugin()])
+    args = build_parser(plugins).parse_args(["hello", "--who", "you"])
+    assert args.run(args, plugins) == 0 and capsys.readouterr().out == "hello you\n"
+
+
+def test_hook_register_filters():
+    from rationale_distill.hookspecs import register_filters
+
+    class Plugin:
+        @rd.hookimpl
+        def register_filters(self, register):
+            register("never", lambda **kw: (lambda cand, ctx: "never keep"))
+
+    plugins = load_plugins(extra=[Plugin()])
+    assert plugins.filters.get("never")()(None, None) == "never keep"
+    assert register_filters.__doc__
+
+
+def test_hook_register_trainers():
+    class Plugin:
+        @rd.hookimpl
+        def register_trainers(self, register):
+            register("noop", lambda config: "out")
+
+    assert load_plugins(extra=[Plugin()]).trainers.get("noop")(None) == "out"
+
+
+def test_every_hook_has_a_test():
+    """Keep the plugin surface honest: a new hook needs a test_hook_<name> here."""
+    hooks = [n for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("register_")]
+    tested = {n[len("test_hook_"):] for n in globals() if n.startswith("test_hook_")}
+    assert hooks and set(hooks) <= tested, set(hooks) - tested
+
+
+def test_dspy_teacher_runs_a_chain_of_thought_program_over_litellm(make_server, problems):
+    def dspy_responder(body, i):
+        system = body["messages"][0]["content"]
+        assert "[[ ## reasoning ## ]]" in system
+        q = body["messages"][-1]["content"]
+        import re
+
+        a, b = re.findall(r"What is (\d+) \+ (\d+)", q)[-1]
+        return f"[[ ## reasoning ## ]]\n{a} plus {b} is {int(a) + int(b)}.\n\n[[ ## answer ## ]]\n{int(a) + int(b)}\n\n[[ ## completed ## ]]"
+
+    s = make_server(responder=dspy_responder)
+    result = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["dspy:openai/fake"], api_base=s.base_url,
+                                           input_field="question", label_field="answer", samples=2))  # fmt: skip
+    record = result.records[0]
+    assert record.majority == record.label and record.samples[0].rationale.endswith(f"is {record.label}.")
+    assert record.samples[0].teacher == "dspy:openai/fake" and len(s.requests) == 24
+    again = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["dspy:openai/fake"], api_base=s.base_url,
+                                          input_field="question", label_field="answer", samples=2))  # fmt: skip
+    assert len(s.requests) == 24 and again.stats.cached == 24  # our cache, not DSPy's
+
+
+def test_plugins_dir_loads_loose_files_and_the_example_plugins(cli):
+    code, out, _ = cli("--plugins-dir", ROOT / "plugins", "plugins", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert any(r["name"] == "keyword-teacher" and r["origin"].startswith("plugins dir") for r in rows)
+
+
+def test_trace_env_var_prints_hook_calls():
+    env = {**os.environ, "RDISTILL_TRACE_HOOKS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "rationale_distill.cli", "plugins"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and "[rdistill hook] register_teachers(register)" in proc.stderr
+
+
+def test_third_party_plugin_package_installed_with_pip(tmp_path):
+    pkg = tmp_path / "rdistill-shout"
+    (pkg / "rdistill_shout").mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "rdistill-shout"
+        version = "0.0.1"
+        [project.entry-points.rationale_distill]
+        shout = "rdistill_shout"
+    """))
+    (pkg / "rdistill_shout" / "__init__.py").write_text(textwrap.dedent("""
+        import rationale_distill as rd
+
+        @rd.hookimpl
+        def register_prompts(register):
+            register("shout", {"name": "shout", "template": "{input}!"})
+    """))
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(pkg)]
+    subprocess.run(pip, check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    env.pop("RDISTILL_LOAD_PLUGINS")
+    proc = subprocess.run([sys.executable, "-m", "rationale_distill.cli", "plugins", "--json"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    row = next(r for r in json.loads(proc.stdout) if r["name"] == "shout")
+    assert row["plugin"] == "shout" and row["origin"] == "entry point (rdistill-shout 0.0.1)"
+    env["RDISTILL_LOAD_PLUGINS"] = ""  # pinning: none
+    proc = subprocess.run([sys.executable, "-m", "rationale_distill.cli", "plugins", "--json"], env=env, capture_output=True, text=True)
+    assert "shout" not in {r["name"] for r in json.loads(proc.stdout)}
