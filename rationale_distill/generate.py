@@ -134,11 +134,16 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
     install_providers(plugins)
     stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls))
     started = time.perf_counter()
+    # Identical requests (a repeated input) are paid for once: run one call per key, share its entry.
+    unique = {c.key: c for c in calls if not c.cached}
     try:
         with store:
-            asyncio.run(run_calls([c for c in calls if not c.cached], store, config, stats, progress))
+            asyncio.run(run_calls(list(unique.values()), store, config, stats, progress))
     finally:
         stats.wall_s = round(time.perf_counter() - started, 3)
+    for call in calls:
+        if call.key in unique and unique[call.key] is not call:
+            call.entry = unique[call.key].entry
 
     records = assemble(spec, examples, calls, stats, plugins.parsers)
     if stats.made + stats.cached == 0 and stats.failed:

@@ -55,7 +55,7 @@ def answer_marker(text: str, spec, fields: dict | None = None) -> Parsed:
         raise ParseFailure(f"no answer marker {marker!r} in the response")
     answer = text[idx + len(marker) :].strip().lstrip(":").strip()
     answer = answer.splitlines()[0].strip() if answer else ""
-    answer = answer.strip("*").strip().rstrip(".").strip()
+    answer = answer.strip().rstrip(".").strip("* ").strip()
     if not answer:
         raise ParseFailure(f"nothing after the answer marker {marker!r}")
     return Parsed(rationale=text[:idx].strip(), raw_answer=answer)
