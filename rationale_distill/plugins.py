@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "rationale_distill.default_plugins.teachers",
     "rationale_distill.default_plugins.prompts",
     "rationale_distill.default_plugins.parsers",
+    "rationale_distill.default_plugins.filters",
     "rationale_distill.default_plugins.commands",
 )
 

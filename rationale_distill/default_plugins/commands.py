@@ -70,6 +70,32 @@ def summary_table(stats, out):
     return table("Generation summary", rows)
 
 
+# --- build ------------------------------------------------------------------------------------------
+
+
+def configure_build(parser):
+    from ..dataset import BuildConfig
+
+    add_arguments(parser, BuildConfig)
+    parser.add_argument("--config", help="a YAML file of BuildConfig settings; flags override it")
+
+
+def run_build(args, plugins) -> int:
+    from ..dataset import BuildConfig, build
+
+    config = from_args(BuildConfig, args, load_yaml(args.config) if args.config else None)
+    if not config.out:
+        raise UsageError("--out is required (the dataset folder to write)")
+    _, report = build(config.records, config, plugins=plugins)
+    rows = [("examples kept", f"{report['examples_kept']} of {report['examples']}"),
+            *[(f"rows: {k}", v) for k, v in sorted(report["rows"].items())],
+            *[(f"rows: task {k}", v) for k, v in sorted(report["rows_by_task"].items())],
+            *[(f"dropped by {k}" if k not in ("kept", "extra-rationale") else k, v) for k, v in report["filters"].items()],
+            ("dataset", config.out)]  # fmt: skip
+    console().print(table("Build summary", rows))
+    return 0
+
+
 # --- plugins ----------------------------------------------------------------------------------------
 
 
@@ -93,4 +119,5 @@ def run_plugins(args, plugins) -> int:
 @hookimpl
 def register_commands(register):
     register("generate", configure_generate, run_generate, help="ask teachers for rationales; write teacher records (JSONL)")
+    register("build", configure_build, run_build, help="filter teacher records and write training pairs (DatasetDict + JSONL)")
     register("plugins", configure_plugins, run_plugins, help="list teachers, prompts, parsers, filters, loaders, trainers and where each came from")

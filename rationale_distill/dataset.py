@@ -1,0 +1,305 @@
+"""The dataset builder: teacher records -> selected samples -> training pairs -> splits, card, files.
+
+Modes:
+  rationale    Distilling Step-by-Step (Hsieh et al. 2023): per kept example a label row
+               ``[label] x -> answer`` and a rationale row ``[rationale] x -> rationale`` (column ``task``).
+  context      Learning by Distilling Context (Snell et al. 2022): the engineered context (system prompt,
+               instructions, demos) is stripped using the part markers saved in each record; the row is the bare
+               input -> the teacher's response (or only its final answer, the scratch-pad stripped).
+  label-only   standard distillation: x -> answer.
+  single-task  rationale and answer in one target: x -> "rationale So the answer is answer." (the paper's ablation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import option, to_dict
+from .errors import PluginError, UsageError
+from .filters import Candidate, Context
+from .records import TeacherRecord, read_records, write_jsonl
+
+MODES = ("rationale", "context", "label-only", "single-task")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class BuildConfig:
+    records: str = option(help="teacher records JSONL written by `rdistill generate`", positional=True)
+    out: str | None = option(None, help="output folder: a saved DatasetDict, JSONL splits, rejects and a card")
+    mode: str = option("rationale", help="rationale | context | label-only | single-task")
+    label_source: str = option("gold", help="gold: the data's own label; vote: the majority answer over all samples")
+    min_agreement: float = option(0.0, help="with --label-source vote: drop examples whose majority vote share is lower")
+    rationales: str = option("one", help="one: one rationale per example; all: every distinct agreeing rationale (diverse reasoning)")
+    filters: list[str] | None = option(None, flag="filter", help="filters to apply, in order (default: parsed, agrees, rationale-length, dedup; 'none' for none)")
+    min_rationale_chars: int = option(1, help="rationale-length filter: fewest characters")
+    max_rationale_chars: int = option(4000, help="rationale-length filter: most characters")
+    near_duplicate: float = option(0.9, help="dedup filter: token Jaccard similarity at which two rationales are near duplicates")
+    label_prefix: str = option("[label] ", help="rationale mode: prefix of label rows")
+    rationale_prefix: str = option("[rationale] ", help="rationale mode: prefix of rationale rows")
+    answer_marker: str = option("So the answer is", help="single-task mode: the words between rationale and answer")
+    context_target: str = option("response", help="context mode: response (the teacher's full response) or answer (the final answer only)")
+    format: str = option("prompt-completion", help="prompt-completion (TRL trains on the completion only) or messages (conversational)")
+    completion_prefix: str = option(" ", help="prompt-completion format: text put before each completion (a space after 'A:')")
+    split_field: str | None = option(None, help="a row field that already says train/validation/test (else split by seeded hash of the id)")
+    validation_fraction: float = option(0.1, help="fraction of examples for validation")
+    test_fraction: float = option(0.1, help="fraction of examples for test")
+    seed: int = option(0, help="split seed")
+
+
+@dataclass
+class Reject:
+    id: str
+    filter: str
+    reason: str
+    teacher: str | None = None
+    sample: int | None = None
+    text: str | None = None
+
+
+def build(records: list[TeacherRecord] | str, config: BuildConfig | None = None, plugins=None, **overrides):
+    """Build training pairs from teacher records; returns (DatasetDict, report). Writes files when config.out is set."""
+    from .plugins import load_plugins
+
+    if isinstance(records, (str, os.PathLike)):
+        config = config or BuildConfig(records=str(records))
+        records = read_records(records)
+    config = config or BuildConfig(records="<in memory>")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    validate(config)
+    plugins = plugins or load_plugins()
+    checks = make_filters(plugins, config, records)
+
+    rows, rejects, kept_samples = [], [], []
+    counts = Counter()
+    for record in records:
+        target, why = label_for(record, config)
+        if target is None:
+            rejects.append(Reject(record.id, "label-source", why))
+            counts["label-source"] += 1
+            continue
+        kept = select(record, target, checks, config, rejects, counts)
+        if not kept:
+            continue
+        kept_samples.extend(kept)
+        split = split_of(record, config)
+        for c in kept:
+            rows.extend({"id": record.id, "split": split, **row} for row in pairs(record, c, target, config))
+    if not rows:
+        raise UsageError(f"{config.records}: no usable samples: every example was dropped ({summary_of(counts)}); "
+                         "see the rejects, or loosen the filters")  # fmt: skip
+    report = make_report(config, records, rows, rejects, counts, kept_samples)
+    dataset = to_dataset(rows, config)
+    if config.out:
+        write_output(Path(config.out), dataset, rows, rejects, report, config)
+    return dataset, report
+
+
+def validate(config: BuildConfig) -> None:
+    choices = {"mode": MODES, "label_source": ("gold", "vote"), "rationales": ("one", "all"),
+               "context_target": ("response", "answer"), "format": ("prompt-completion", "messages")}  # fmt: skip
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} {getattr(config, name)!r}: unknown; choose one of {', '.join(allowed)}")
+    if not 0 <= config.validation_fraction + config.test_fraction < 1:
+        raise UsageError("--validation-fraction plus --test-fraction must be in [0, 1)")
+
+
+def make_filters(plugins, config: BuildConfig, records) -> list[tuple[str, object]]:
+    names = config.filters
+    if names is None:
+        names = ["parsed", "agrees", "dedup"] if config.mode in ("context", "label-only") else ["parsed", "agrees", "rationale-length", "dedup"]
+    names = [n for n in names if n != "none"]
+    options = {"min_chars": config.min_rationale_chars, "max_chars": config.max_rationale_chars, "near": config.near_duplicate}
+    checks = []
+    for name in names:
+        if name not in plugins.filters:
+            raise PluginError(f"--filter {name!r}: unknown filter (known: {', '.join(plugins.filters.names())})")
+        factory = plugins.filters.get(name)
+        try:
+            checks.append((name, factory(**options)))
+        except TypeError as exc:
+            raise PluginError(f"--filter {name!r}: {exc}") from None
+    return checks
+
+
+def label_for(record: TeacherRecord, config: BuildConfig) -> tuple[str | None, str]:
+    if config.label_source == "gold":
+        if record.label is None:
+            return None, "no gold label (generate with --label-field, or build with --label-source vote)"
+        return record.label, ""
+    if record.majority is None:
+        return None, "no parsed sample to vote with"
+    if record.vote_share < config.min_agreement:
+        return None, f"vote share {record.vote_share:.2f} below --min-agreement {config.min_agreement}"
+    return record.majority, ""
+
+
+def select(record, target, checks, config, rejects, counts) -> list[Candidate]:
+    ctx = Context(target=target)
+    for sample in sorted(record.samples, key=lambda s: (s.teacher, s.index)):
+        cand = Candidate(record, sample)
+        for name, check in checks:
+            reason = check(cand, ctx)
+            if reason:
+                rejects.append(Reject(record.id, name, reason, sample.teacher, sample.index, sample.text))
+                counts[name] += 1
+                break
+        else:
+            if config.rationales == "one" and ctx.kept:
+                counts["extra-rationale"] += 1  # kept by every filter, but one per example was asked for
+                continue
+            ctx.kept.append(cand)
+    counts["kept"] += len(ctx.kept)
+    if not ctx.kept:
+        rejects.append(Reject(record.id, "no-sample-left", "every sample of this example was dropped"))
+        counts["examples-dropped"] += 1
+    return ctx.kept
+
+
+def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig) -> list[dict]:
+    """The training rows one kept sample yields: (task, prompt, completion)."""
+    x = "\n\n".join(p.text for p in record.parts if p.part == "input")  # the bare input, by its part marker
+    if config.mode == "rationale":
+        return [{"task": "label", "prompt": config.label_prefix + x, "completion": target},
+                {"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip()}]  # fmt: skip
+    if config.mode == "single-task":
+        return [{"task": "single", "prompt": x, "completion": f"{c.sample.rationale.strip()} {config.answer_marker} {target}."}]
+    if config.mode == "label-only":
+        return [{"task": "label", "prompt": x, "completion": target}]
+    completion = c.sample.text.strip() if config.context_target == "response" else (c.sample.raw_answer or target)
+    return [{"task": "context", "prompt": x, "completion": completion}]
+
+
+def split_of(record: TeacherRecord, config: BuildConfig) -> str:
+    """Seeded, by example id: the label and rationale rows of one example always land together."""
+    if config.split_field:
+        value = record.row.get(config.split_field)
+        if value not in SPLITS:
+            raise UsageError(f"example {record.id}: --split-field {config.split_field!r} is {value!r}; expected one of {', '.join(SPLITS)}")
+        return value
+    u = int(hashlib.sha256(f"{config.seed}:{record.id}".encode()).hexdigest()[:12], 16) / 16**12
+    if u < config.test_fraction:
+        return "test"
+    if u < config.test_fraction + config.validation_fraction:
+        return "validation"
+    return "train"
+
+
+def formatted(row: dict, config: BuildConfig) -> dict:
+    base = {"id": row["id"], "task": row["task"]}
+    if config.format == "messages":
+        return {**base, "messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]}
+    return {**base, "prompt": row["prompt"], "completion": config.completion_prefix + row["completion"]}
+
+
+def to_dataset(rows: list[dict], config: BuildConfig):
+    from datasets import Dataset, DatasetDict
+
+    splits = {}
+    for split in SPLITS:
+        part = [formatted(r, config) for r in rows if r["split"] == split]
+        if part:
+            ds = Dataset.from_list(part)
+            # A fingerprint from the content, not a random one, so the same input gives byte-identical files.
+            ds._fingerprint = hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+            splits[split] = ds
+    return DatasetDict(splits)
+
+
+# --- report and card --------------------------------------------------------------------------------
+
+
+def summary_of(counts: Counter) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing counted"
+
+
+def make_report(config, records, rows, rejects, counts, kept) -> dict:
+    rationale_words = [len((c.sample.rationale or "").split()) for c in kept]
+    labels = Counter(r["completion"] for r in rows if r["task"] in ("label", "context"))
+    prompts = {(r.prompt.get("name"), r.prompt.get("sha256")) for r in records}
+    return {
+        "config": to_dict(config),
+        "examples": len(records),
+        "examples_kept": len({r["id"] for r in rows}),
+        "rows": dict(Counter(r["split"] for r in rows)),
+        "rows_by_task": dict(Counter(r["task"] for r in rows)),
+        "filters": dict(sorted(counts.items())),
+        "teachers": sorted({s.teacher for r in records for s in r.samples}),
+        "prompts": [{"name": n, "sha256": h} for n, h in sorted(prompts, key=str)],
+        "sampling_params": records[0].prompt.get("params", {}),
+        "samples_per_example": max(len(r.samples) for r in records),
+        "label_distribution": dict(labels.most_common(20)),
+        "rationale_words": _stats(rationale_words),
+        "teacher_cost_usd": round(sum(s.cost or 0.0 for r in records for s in r.samples), 6),
+        "rejects": len(rejects),
+    }
+
+
+def _stats(values: list[int]) -> dict:
+    if not values:
+        return {}
+    values = sorted(values)
+    return {"mean": round(statistics.mean(values), 1), "median": statistics.median(values), "min": values[0],
+            "max": values[-1], "p90": values[int(0.9 * (len(values) - 1))]}  # fmt: skip
+
+
+def card(report: dict) -> str:
+    c = report["config"]
+    lines = [
+        "# Distillation dataset", "",
+        f"Built by rationale-distill in **{c['mode']}** mode from `{c['records']}`, label source **{c['label_source']}**"
+        + (f" (min agreement {c['min_agreement']})" if c["label_source"] == "vote" else "") + ".", "",
+        "## Provenance", "",
+        f"- Teachers: {', '.join(f'`{t}`' for t in report['teachers'])}",
+        "- Prompts: " + ", ".join(f"`{p['name']}` (sha256 `{(p['sha256'] or '')[:12]}`)" for p in report["prompts"]),
+        f"- Sampling: {json.dumps(report['sampling_params'], sort_keys=True)}; up to {report['samples_per_example']} samples per example",
+        f"- Teacher cost: ${report['teacher_cost_usd']:.4f}",
+        f"- Filters, in order: {', '.join(c['filters'] or ['defaults'])}", "",
+        "## Counts", "",
+        f"{report['examples_kept']} of {report['examples']} examples kept; {report['rejects']} rejects (see `rejects.jsonl`).", "",
+        "| split | rows |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(report["rows"].items())], "",
+        "| task | rows |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(report["rows_by_task"].items())], "",
+        "| decision | count |", "|---|---|", *[f"| {k} | {v} |" for k, v in report["filters"].items()], "",
+        "## Labels", "", "| label | rows |", "|---|---|", *[f"| {k.strip()} | {v} |" for k, v in report["label_distribution"].items()], "",
+        "## Rationale length (words)", "",
+        " ".join(f"{k} {v}" for k, v in report["rationale_words"].items()) or "no rationales", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_output(out: Path, dataset, rows, rejects, report, config) -> None:
+    """Everything goes to a temporary folder beside ``out`` and is renamed into place at the end."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        dataset.save_to_disk(str(tmp / "dataset"))
+        for split in SPLITS:
+            write_jsonl(tmp / f"{split}.jsonl", [formatted(r, config) for r in rows if r["split"] == split])
+        write_jsonl(tmp / "rejects.jsonl", [r.__dict__ for r in rejects])
+        (tmp / "build.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(card(report))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
