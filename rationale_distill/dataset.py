@@ -229,7 +229,7 @@ def make_report(config, records, rows, rejects, counts, kept) -> dict:
     labels = Counter(r["completion"] for r in rows if r["task"] in ("label", "context"))
     prompts = {(r.prompt.get("name"), r.prompt.get("sha256")) for r in records}
     return {
-        "config": to_dict(config),
+        "config": {k: v for k, v in to_dict(config).items() if k != "out"},  # where it lies is not provenance
         "examples": len(records),
         "examples_kept": len({r["id"] for r in rows}),
         "rows": dict(Counter(r["split"] for r in rows)),
