@@ -238,6 +238,11 @@ def make_report(config, records, rows, rejects, counts, kept) -> dict:
         "teachers": sorted({s.teacher for r in records for s in r.samples}),
         "prompts": [{"name": n, "sha256": h} for n, h in sorted(prompts, key=str)],
         "sampling_params": records[0].prompt.get("params", {}),
+        # What evaluation needs to ask the student the way it was trained: the input template and the prefixes.
+        "student_input": {"template": records[0].prompt.get("template"), "input_field": records[0].prompt.get("input_field"),
+                          "answer_type": records[0].prompt.get("answer_type", "text"),
+                          "answer_prefix": config.label_prefix if config.mode == "rationale" else "",
+                          "completion_prefix": config.completion_prefix if config.format == "prompt-completion" else ""},
         "samples_per_example": max(len(r.samples) for r in records),
         "label_distribution": dict(labels.most_common(20)),
         "rationale_words": _stats(rationale_words),

@@ -145,7 +145,7 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
         if call.key in unique and unique[call.key] is not call:
             call.entry = unique[call.key].entry
 
-    records = assemble(spec, examples, calls, stats, plugins.parsers, sampling_params(spec, config))
+    records = assemble(spec, examples, calls, stats, plugins.parsers, sampling_params(spec, config), config.input_field)
     if stats.made + stats.cached == 0 and stats.failed:
         reason, _ = stats.errors.most_common(1)[0]
         raise GenerationError(f"every request failed: {reason}")
@@ -397,7 +397,8 @@ class _progress:
 # --- records ----------------------------------------------------------------------------------------
 
 
-def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats: Stats, parsers, params: dict) -> list[TeacherRecord]:
+def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats: Stats, parsers, params: dict,
+             input_field: str | None = None) -> list[TeacherRecord]:
     by_row: dict[int, list[Call]] = {}
     for call in calls:
         by_row.setdefault(call.row_index, []).append(call)
@@ -408,7 +409,7 @@ def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats
             parser = parsers.get(call.teacher.parser or spec.parser)
             samples.extend(samples_from(call, spec, parser, stats))
         record = TeacherRecord(id=ex.id, row=ex.row, input="\n\n".join(p.text for p in ex.parts if p.part == "input"),
-                               label=ex.label, prompt={**spec.identity(), "params": params}, messages=ex.messages, parts=ex.parts,
+                               label=ex.label, prompt={**spec.identity(), "params": params, "template": spec.template, "input_field": input_field}, messages=ex.messages, parts=ex.parts,
                                samples=samples)  # fmt: skip
         record.vote()
         records.append(record)

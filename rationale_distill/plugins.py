@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "rationale_distill.default_plugins.prompts",
     "rationale_distill.default_plugins.parsers",
     "rationale_distill.default_plugins.filters",
+    "rationale_distill.default_plugins.trainers",
     "rationale_distill.default_plugins.commands",
 )
 

@@ -1,0 +1,82 @@
+"""Student training: the config, the data it reads, and the dispatch to a trainer plugin.
+
+The built-in trainer (``trl-sft``, in ``trl_trainer.py``) fine-tunes a causal LM with TRL's SFTTrainer on the
+multi-task objective ``L = L_label + lambda * L_rationale`` (Hsieh et al. 2023) in one forward pass per batch.
+Nothing here imports torch until training starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import option
+from .errors import UsageError
+
+
+@dataclass
+class TrainConfig:
+    data: str = option(help="a dataset folder written by `rdistill build`", positional=True)
+    student: str = option("gemma-3-270m", help="a Hugging Face causal LM: hub id, local folder, a .gguf file, or gemma-3-270m (the embedded offline model)")
+    out: str | None = option(None, help="output folder for the trained student (loadable by transformers / peft)")
+    trainer: str = option("trl-sft", help="the registered trainer plugin to use")
+    rationale_weight: float = option(1.0, help="lambda in L = L_label + lambda * L_rationale")
+    lora: bool = option(False, help="train a LoRA adapter (PEFT) instead of every weight")
+    lora_r: int = option(16, help="LoRA rank")
+    lora_alpha: int = option(32, help="LoRA alpha")
+    lora_dropout: float = option(0.05, help="LoRA dropout")
+    lora_target_modules: str = option("all-linear", help="modules LoRA adapts: all-linear or a comma list (q_proj,v_proj)")
+    qlora: bool = option(False, help="load the base model in 4 bits (bitsandbytes, CUDA only) and train LoRA on it")
+    merge_adapter: bool = option(False, help="merge the LoRA adapter into the base weights when saving")
+    epochs: float = option(3.0, help="training epochs")
+    max_steps: int = option(-1, help="stop after this many optimizer steps (overrides --epochs when > 0)")
+    learning_rate: float | None = option(None, help="peak learning rate (default: 2e-4 with LoRA, 5e-5 without)")
+    batch_size: int = option(8, help="examples per device per step")
+    grad_accum: int = option(1, help="gradient accumulation steps")
+    max_length: int = option(512, help="tokens per example; longer prompts are cut from the left")
+    warmup_ratio: float = option(0.0, help="fraction of steps for learning-rate warm-up")
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    lr_scheduler: str = option("linear", help="learning-rate schedule (transformers name: linear, cosine, constant, ...)")
+    seed: int = option(0, help="seed for weights init of adapters, data order and dropout")
+    device: str = option("auto", help="auto (CUDA when present), cuda or cpu")
+    bf16: bool | None = option(None, help="bf16 mixed precision (default: on with a CUDA GPU that supports it, off on CPU)")
+    gradient_checkpointing: bool | None = option(None, help="trade compute for memory (default: on with a GPU, off on CPU)")
+    padding_free: bool = option(False, help="GPU: pack each batch without padding (flash-attention models)")
+    logging_steps: int = option(10, help="log every N steps")
+    save_strategy: str = option("epoch", help="when to checkpoint: epoch, steps or no")
+    save_steps: int = option(500, help="with --save-strategy steps: checkpoint every N steps")
+    save_total_limit: int = option(2, help="checkpoints kept")
+    resume: bool = option(False, help="resume from the last checkpoint in OUT/checkpoints")
+    eval_split: str | None = option("validation", help="split to report validation loss on each epoch (none to skip)")
+
+
+def load_split_rows(data: str | Path) -> tuple[dict, dict]:
+    """(splits: name -> list of rows, build report) from a folder written by `rdistill build`."""
+    folder = Path(data)
+    if not (folder / "build.json").is_file():
+        raise UsageError(f"{folder}: not a dataset folder (no build.json); run `rdistill build ... --out {folder}` first")
+    report = json.loads((folder / "build.json").read_text())
+    splits = {}
+    for split in ("train", "validation", "test"):
+        path = folder / f"{split}.jsonl"
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if rows:
+                splits[split] = rows
+    if "train" not in splits:
+        raise UsageError(f"{folder}: the train split is empty")
+    return splits, report
+
+
+def train(config: TrainConfig, plugins=None) -> Path:
+    """Train a student with the configured trainer plugin; returns the output folder."""
+    from .plugins import load_plugins
+
+    if not config.out:
+        raise UsageError("--out is required (the folder to write the student to)")
+    if config.rationale_weight < 0:
+        raise UsageError("--rationale-weight must be >= 0")
+    plugins = plugins or load_plugins()
+    trainer = plugins.trainers.get(config.trainer)
+    return Path(trainer(config))

@@ -1,0 +1,269 @@
+"""The built-in student trainer: TRL's SFTTrainer on the multi-task objective, in one forward pass per batch.
+
+    L = L_label + lambda * L_rationale                                  (Hsieh et al. 2023, "Distilling Step-by-Step")
+
+google-research/distilling-step-by-step runs the label rows and the rationale rows through the model in two
+forward passes. Here both kinds of rows share one batch: one forward pass gives per-token cross-entropy, and each
+task's loss is the sum over its own completion tokens divided by that task's completion-token count over the
+whole gradient-accumulation window (and over every process), so the result does not depend on how rows fall into
+micro-batches, and a batch with no rationale rows contributes zero to that term (no division by zero).
+
+Read top to bottom: tokenize -> collate -> loss -> trainer -> train().
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .config import to_dict
+from .errors import UsageError
+from .student import load_model, parameter_count, pick_device, save_json
+from .training import TrainConfig, load_split_rows
+
+TASK_IDS = {"label": 0, "context": 0, "single": 0, "rationale": 1}  # 0: the answer term, 1: the rationale term
+
+
+# --- tokenize: rows -> input_ids, labels (prompt masked with -100), task_id -----------------------------------
+
+
+def tokenize_row(row: dict, tokenizer, max_length: int) -> dict:
+    if "messages" in row:
+        prompt_text, completion_text = _chat_split(row["messages"], tokenizer)
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+    else:
+        prompt_ids = tokenizer(row["prompt"])["input_ids"]  # with BOS where the tokenizer adds one
+        completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    completion_ids = completion_ids[: max_length - 1]
+    prompt_ids = prompt_ids[-(max_length - len(completion_ids)) :]  # cut long prompts from the left
+    return {"input_ids": prompt_ids + completion_ids, "labels": [-100] * len(prompt_ids) + completion_ids,
+            "task_id": TASK_IDS.get(row.get("task", "label"), 0)}  # fmt: skip
+
+
+def _chat_split(messages: list[dict], tokenizer) -> tuple[str, str]:
+    """The chat template applied at training time: (everything up to the assistant turn, the assistant turn)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError("the student's tokenizer has no chat template, so `messages` data cannot be rendered: "
+                         "build with --format prompt-completion, or use a chat (instruct) student")  # fmt: skip
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt) or len(full) == len(prompt):
+        raise UsageError("the student's chat template cannot mark the assistant turn (the rendered conversation does "
+                         "not extend the rendered prompt): build with --format prompt-completion")  # fmt: skip
+    return prompt, full[len(prompt) :]
+
+
+class MultiTaskCollator:
+    """Right-pad a list of tokenized rows into a batch: input_ids, attention_mask, labels, task_ids."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :n] = torch.tensor(r["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                "task_ids": torch.tensor([r["task_id"] for r in rows], dtype=torch.long)}  # fmt: skip
+
+
+# --- loss -----------------------------------------------------------------------------------------------------
+
+
+def task_token_counts(labels: torch.Tensor, task_ids: torch.Tensor, n_tasks: int = 2) -> torch.Tensor:
+    """Completion tokens per task, counted as the loss counts them (after the causal shift). Shape (n_tasks,)."""
+    targets = labels[:, 1:] != -100  # (B, T-1)
+    per_row = targets.sum(dim=1)  # (B,)
+    return torch.stack([per_row[task_ids == t].sum() for t in range(n_tasks)]).to(torch.float32)
+
+
+def multitask_loss(logits, labels, task_ids, weights, counts) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """sum_t weights[t] * (sum of task-t token losses) / counts[t]; returns (loss, per-task mean losses)."""
+    logits = logits[:, :-1, :]  # (B, T-1, V): position i predicts token i+1
+    targets = labels[:, 1:]  # (B, T-1)
+    token_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                 ignore_index=-100, reduction="none").view(targets.shape)  # fmt: skip
+    valid = targets != -100
+    loss = token_loss.new_zeros(())
+    parts = []
+    for t, weight in enumerate(weights):
+        selected = valid & (task_ids == t)[:, None]
+        total = (token_loss * selected).sum()
+        loss = loss + weight * total / counts[t].clamp(min=1)
+        parts.append((total / selected.sum().clamp(min=1)).detach())
+    return loss, parts
+
+
+# --- trainer ---------------------------------------------------------------------------------------------------
+
+
+def make_trainer_class():
+    from trl import SFTTrainer
+
+    class MultiTaskSFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss is L_label + lambda * L_rationale, each averaged over its own completion tokens."""
+
+        def __init__(self, *args, rationale_weight: float = 1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.task_weights = (1.0, rationale_weight)
+            self.loss_is_scaled_for_ga = True  # our counts span the accumulation window: no extra division
+            self._window_counts = None
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+            counts = sum((task_token_counts(b["labels"], b["task_ids"]) for b in batches), torch.zeros(2))
+            counts = counts.to(device)
+            if self.accelerator.num_processes > 1:
+                counts = self.accelerator.gather(counts[None]).sum(dim=0)
+            self._window_counts = counts
+            return batches, num_items
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels, task_ids = inputs.pop("labels"), inputs.pop("task_ids")
+            outputs = model(**inputs, use_cache=False)  # one forward pass for both tasks
+            training = model.training and self._window_counts is not None
+            counts = self._window_counts if training else task_token_counts(labels, task_ids).to(labels.device)
+            loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, self.task_weights, counts)
+            if training and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients; our counts are global
+            mode = "train" if model.training else "eval"
+            if (task_ids == 0).any():
+                self._metrics[mode]["loss_label"].append(label_loss.item())
+            if (task_ids == 1).any():
+                self._metrics[mode]["loss_rationale"].append(rationale_loss.item())
+            return (loss, outputs) if return_outputs else loss
+
+    return MultiTaskSFTTrainer
+
+
+# --- train() ------------------------------------------------------------------------------------------------
+
+
+def train_trl_sft(config: TrainConfig) -> Path:
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig
+
+    splits, build_report = load_split_rows(config.data)
+    device = pick_device(config.device)
+    gpu = device == "cuda"
+    if config.qlora and not gpu:
+        raise UsageError("--qlora needs a CUDA GPU (4-bit bitsandbytes); on CPU use --lora")
+    bf16 = config.bf16 if config.bf16 is not None else (gpu and torch.cuda.is_bf16_supported())
+    if bf16 and not gpu:
+        raise UsageError("--bf16 needs a CUDA GPU; on CPU leave it off")
+    checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else gpu
+    set_seed(config.seed)
+
+    quant = None
+    if config.qlora:
+        from transformers import BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    model, tokenizer = load_model(config.student, device=device, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                  quantization_config=quant)  # fmt: skip
+    peft_config = None
+    if config.lora or config.qlora:
+        from peft import LoraConfig
+
+        targets = config.lora_target_modules
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=targets if targets == "all-linear" else targets.split(","),
+                                 task_type="CAUSAL_LM")  # fmt: skip
+
+    def tokenized(rows):
+        return Dataset.from_list([tokenize_row(r, tokenizer, config.max_length) for r in rows])
+
+    train_ds = tokenized(splits["train"])
+    eval_rows = splits.get(config.eval_split) if config.eval_split and config.eval_split != "none" else None
+    eval_ds = tokenized(eval_rows) if eval_rows else None
+
+    out = Path(config.out)
+    checkpoints = out / "checkpoints"
+    lr = config.learning_rate or (2e-4 if peft_config else 5e-5)
+    args = SFTConfig(
+        output_dir=str(checkpoints), num_train_epochs=config.epochs, max_steps=config.max_steps, learning_rate=lr,
+        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction
+        weight_decay=config.weight_decay, lr_scheduler_type=config.lr_scheduler, seed=config.seed,
+        data_seed=config.seed, bf16=bf16, fp16=False, gradient_checkpointing=checkpointing, use_cpu=not gpu,
+        padding_free=config.padding_free and gpu, logging_steps=config.logging_steps, logging_first_step=True,
+        save_strategy=config.save_strategy, save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+        eval_strategy="epoch" if eval_ds is not None else "no", report_to="none", remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True}, max_length=None, disable_tqdm=False,
+        dataloader_pin_memory=gpu,
+    )  # fmt: skip
+    Trainer = make_trainer_class()
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                      data_collator=MultiTaskCollator(tokenizer.pad_token_id), peft_config=peft_config,
+                      rationale_weight=config.rationale_weight)  # fmt: skip
+    resume = None
+    if config.resume:
+        found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        if not found:
+            raise UsageError(f"--resume: no checkpoint in {checkpoints}")
+        resume = str(found[-1])
+    result = trainer.train(resume_from_checkpoint=resume)
+
+    model = trainer.model
+    if peft_config and config.merge_adapter:
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    history = [h for h in trainer.state.log_history]
+    meta = {"config": to_dict(config), "dataset": build_report, "versions": versions(), "device": device, "bf16": bf16,
+            "learning_rate": lr, "train_runtime_s": result.metrics.get("train_runtime"), "log_history": history,
+            "parameters": parameter_count(model),
+            "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}  # fmt: skip
+    save_json(out / "rdistill_train.json", meta)
+    data_card = Path(config.data) / "README.md"
+    if data_card.is_file():
+        shutil.copy(data_card, out / "DATASET_CARD.md")
+    (out / "README.md").write_text(model_card(meta))
+    return out
+
+
+def versions() -> dict:
+    import peft
+    import transformers
+    import trl
+
+    import rationale_distill
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "trl": trl.__version__, "peft": peft.__version__, "rationale_distill": rationale_distill.__version__}  # fmt: skip
+
+
+def model_card(meta: dict, evaluation: dict | None = None) -> str:
+    c, d = meta["config"], meta["dataset"]
+    losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
+    lines = [
+        "# Student distilled with rationale-distill", "",
+        f"- Base model: `{c['student']}`" + (" with a LoRA adapter" + (" (merged)" if c["merge_adapter"] else "") if c["lora"] or c["qlora"] else " (full fine-tuning)"),
+        "- Teacher(s): " + ", ".join(f"`{t}`" for t in d.get("teachers", [])) + "; prompt(s): " + ", ".join(f"`{p['name']}`" for p in d.get("prompts", [])),
+        f"- Data: `{c['data']}`, mode **{d['config']['mode']}**, label source **{d['config']['label_source']}**, "
+        f"{d['examples_kept']} examples, rows {json.dumps(d['rows'], sort_keys=True)}",
+        f"- Objective: L = L_label + {c['rationale_weight']} x L_rationale, one forward pass per batch" if d["config"]["mode"] == "rationale"
+        else "- Objective: cross-entropy on the completion tokens",
+        f"- Training: {c['epochs']} epochs (max_steps {c['max_steps']}), lr {meta['learning_rate']}, batch {c['batch_size']} x {c['grad_accum']}, "
+        f"device {meta['device']}, bf16 {meta['bf16']}, {meta['train_runtime_s'] or 0:.1f} s",
+        f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)",
+        f"- Loss: {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "- Loss: not logged", "",
+        "At inference the student answers from the label prefix alone; it does not generate a rationale.", "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
+    ]  # fmt: skip
+    if evaluation:
+        lines += ["## Evaluation", "", evaluation.get("markdown_table", ""), ""]
+    return "\n".join(lines)
