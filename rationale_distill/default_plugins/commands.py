@@ -96,6 +96,52 @@ def run_build(args, plugins) -> int:
     return 0
 
 
+# --- train and eval ---------------------------------------------------------------------------------
+
+
+def configure_train(parser):
+    from ..training import TrainConfig
+
+    add_arguments(parser, TrainConfig)
+    parser.add_argument("--config", help="a YAML file whose keys are TrainConfig fields; flags override it")
+
+
+def run_train(args, plugins) -> int:
+    import json
+    from pathlib import Path
+
+    from ..training import TrainConfig, train
+
+    config = from_args(TrainConfig, args, load_yaml(args.config) if args.config else None)
+    out = train(config, plugins=plugins)
+    meta = json.loads((Path(out) / "rdistill_train.json").read_text())
+    losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
+    console().print(table("Training summary", [
+        ("student", config.student), ("trainer", config.trainer), ("device", meta["device"]),
+        ("parameters (trained)", f"{meta['parameters']:,} ({meta['trainable_parameters']:,})"),
+        ("loss (first -> last)", f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "-"),
+        ("wall time", f"{meta['train_runtime_s'] or 0:.1f} s"), ("model", str(out))]))  # fmt: skip
+    return 0
+
+
+def configure_eval(parser):
+    from ..evaluate import EvalConfig
+
+    add_arguments(parser, EvalConfig)
+
+
+def run_eval(args, plugins) -> int:
+    from ..evaluate import EvalConfig, evaluate, table_rows
+
+    config = from_args(EvalConfig, args)
+    report = evaluate(config)
+    rows = table_rows(report)
+    console().print(table("Evaluation", rows[1:], columns=rows[0]))
+    if config.out:
+        console().print(f"report: {config.out}/report.md (JSON and PNG beside it)")
+    return 0
+
+
 # --- plugins ----------------------------------------------------------------------------------------
 
 
@@ -120,4 +166,6 @@ def run_plugins(args, plugins) -> int:
 def register_commands(register):
     register("generate", configure_generate, run_generate, help="ask teachers for rationales; write teacher records (JSONL)")
     register("build", configure_build, run_build, help="filter teacher records and write training pairs (DatasetDict + JSONL)")
+    register("train", configure_train, run_train, help="fine-tune a student on a built dataset (TRL SFT, multi-task, LoRA)")
+    register("eval", configure_eval, run_eval, help="evaluate a student against the gold labels and the teacher")
     register("plugins", configure_plugins, run_plugins, help="list teachers, prompts, parsers, filters, loaders, trainers and where each came from")

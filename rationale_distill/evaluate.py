@@ -1,0 +1,273 @@
+"""Evaluation: the student against the gold labels and the teacher. Accuracy, agreement, latency, size, cost.
+
+The student answers from the label prefix alone (no rationale generated), so it is fast; optionally it also
+writes rationales for a few examples, for a person to inspect. Reports: JSON, Markdown, a PNG plot.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import option, to_dict
+from .errors import UsageError
+from .parsing import ParseFailure, answer_marker, normalize
+from .records import read_records
+
+
+@dataclass
+class EvalConfig:
+    student: str = option(help="a student folder written by `rdistill train`", positional=True)
+    data: str | None = option(None, help="a dataset folder (its --split is used) or a JSONL file of rows with --input-field/--label-field (default: the student's own dataset)")
+    split: str = option("test", help="with a dataset folder: the split to evaluate on")
+    input_field: str | None = option(None, help="with a JSONL file: the field holding the input (default: the one used to generate)")
+    label_field: str | None = option(None, help="with a JSONL file: the field holding the gold label")
+    teacher_records: str | None = option(None, help="teacher records JSONL, to compare with the teacher")
+    out: str | None = option(None, help="report folder: report.json, report.md, report.png")
+    max_new_tokens: int | None = option(None, help="tokens the student may generate per answer (default: 16, or 160 for full responses)")
+    batch_size: int = option(16, help="prompts per generation batch (throughput); latency is also measured at batch 1")
+    latency_samples: int = option(16, help="examples timed one at a time for per-answer latency")
+    rationales: int = option(0, help="also generate rationales for the first N examples, for inspection")
+    limit: int | None = option(None, help="evaluate only the first N examples")
+    device: str = option("auto", help="auto, cuda or cpu")
+
+
+@dataclass
+class Example:
+    input: str  # the bare input, as the teacher records store it
+    prompt: str  # what the student is asked
+    gold: str | None
+
+
+def score(predictions: list[str | None], golds: list[str | None], teacher: list[str | None] | None = None) -> dict:
+    """Accuracy against gold (over examples with a gold label) and agreement with the teacher (where it answered)."""
+    pairs = [(p, g) for p, g in zip(predictions, golds) if g is not None]
+    result = {"n": len(predictions), "n_gold": len(pairs),
+              "accuracy": sum(p == g for p, g in pairs) / len(pairs) if pairs else None}  # fmt: skip
+    if teacher is not None:
+        agree = [(p, t) for p, t in zip(predictions, teacher) if t is not None]
+        result["agreement"] = sum(p == t for p, t in agree) / len(agree) if agree else None
+        result["n_teacher"] = len(agree)
+    return result
+
+
+def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
+    student_input = meta["dataset"].get("student_input", {})
+    prefix = student_input.get("answer_prefix", "")
+    data = config.data or meta["config"]["data"]
+    path = Path(data)
+    answer_type = student_input.get("answer_type", "text")
+    if path.is_dir():
+        rows_path = path / f"{config.split}.jsonl"
+        if not rows_path.is_file():
+            raise UsageError(f"{data}: no {config.split} split (pass --split, or --data with a JSONL file)")
+        examples = []
+        for line in rows_path.read_text().splitlines():
+            row = json.loads(line)
+            if row["task"] not in ("label", "context"):
+                continue
+            prompt = row["prompt"] if "prompt" in row else row["messages"][0]["content"]
+            completion = row["completion"] if "prompt" in row else row["messages"][-1]["content"]
+            gold = _answer(completion, answer_type, meta)
+            examples.append(Example(prompt[len(prefix) :] if prompt.startswith(prefix) else prompt, prompt, gold))
+    elif path.is_file():
+        template = student_input.get("template") or "{input}"
+        input_field = config.input_field or student_input.get("input_field")
+        examples = []
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise UsageError(f"{data}:{lineno}: malformed JSON line") from None
+            fields = dict(row)
+            if input_field:
+                if input_field not in row:
+                    raise UsageError(f"{data}:{lineno}: --input-field {input_field!r} is not in the row")
+                fields["input"] = row[input_field]
+            try:
+                x = template.format_map({k: str(v) for k, v in fields.items()})
+            except KeyError as exc:
+                raise UsageError(f"{data}:{lineno}: missing field {exc} for the input template {template!r}") from None
+            gold = None
+            if config.label_field:
+                if config.label_field not in row:
+                    raise UsageError(f"{data}:{lineno}: --label-field {config.label_field!r} is not in the row")
+                gold = _normalize(str(row[config.label_field]), answer_type)
+            examples.append(Example(x, prefix + x, gold))
+    else:
+        raise UsageError(f"--data {data}: no such file or folder")
+    if not examples:
+        raise UsageError(f"{data}: no examples to evaluate")
+    return examples[: config.limit] if config.limit else examples
+
+
+def _normalize(text: str, answer_type: str) -> str | None:
+    try:
+        return normalize(text, answer_type)
+    except ParseFailure:
+        return None
+
+
+def _answer(text: str, answer_type: str, meta: dict) -> str | None:
+    """The answer in a student output or a gold completion: after the answer marker if there is one, else the text."""
+    from .prompts import PromptSpec
+
+    text = text.strip()
+    try:
+        text = answer_marker(text, PromptSpec(name="eval", template="{input}")).raw_answer
+    except ParseFailure:
+        pass
+    return _normalize(text, answer_type)
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Evaluate a trained student; writes reports when config.out is set; returns the report dict."""
+    from .student import folder_bytes, generate_answers, load_model, parameter_count, pick_device
+
+    meta_path = Path(config.student) / "rdistill_train.json"
+    if not meta_path.is_file():
+        raise UsageError(f"{config.student}: not a student folder written by `rdistill train` (no rdistill_train.json)")
+    meta = json.loads(meta_path.read_text())
+    examples = load_examples(config, meta)
+    answer_type = meta["dataset"].get("student_input", {}).get("answer_type", "text")
+    full_response = meta["dataset"]["config"]["mode"] in ("context", "single-task") and meta["dataset"]["config"].get("context_target", "response") == "response"
+    max_new = config.max_new_tokens or (160 if full_response else 16)
+
+    device = pick_device(config.device)
+    model, tokenizer = load_model(config.student, device=device)
+    prompts = [e.prompt for e in examples]
+    outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size, stop=None if full_response else "\n")
+    predictions = [_answer(o, answer_type, meta) for o in outputs]
+    timed = prompts[: config.latency_samples]
+    _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None)
+
+    golds = [e.gold for e in examples]
+    teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
+    student_scores = score(predictions, golds, teacher["answers"] if teacher else None)
+    prompt_tokens = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    report = {
+        "config": to_dict(config),
+        "student": {
+            "path": str(config.student), "base": meta["config"]["student"], "parameters": parameter_count(model),
+            "size_bytes": folder_bytes(config.student) - folder_bytes(Path(config.student) / "checkpoints"),
+            "accuracy": student_scores["accuracy"], "agreement_with_teacher": student_scores.get("agreement"),
+            "n": len(examples), "latency_s": round(statistics.mean(single_latency), 4),
+            "latency_s_batched": round(statistics.mean(batch_latency), 4),
+            "throughput_per_s": round(len(prompts) / sum(batch_latency), 2) if sum(batch_latency) else None,
+            "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "cost_per_1k_usd": 0.0, "device": device,
+        },
+        "teacher": teacher["summary"] if teacher else None,
+        "examples": [{"input": e.input, "gold": e.gold, "student": p, "student_raw": o,
+                      "teacher": teacher["answers"][i] if teacher else None}
+                     for i, (e, p, o) in enumerate(zip(examples, predictions, outputs))][:100],  # fmt: skip
+    }
+    if config.rationales:
+        rationale_prefix = meta["dataset"]["config"].get("rationale_prefix", "[rationale] ")
+        texts, _ = generate_answers(model, tokenizer, [rationale_prefix + e.input for e in examples[: config.rationales]], 96, config.batch_size, stop=None)
+        report["rationales"] = [{"input": e.input, "rationale": t} for e, t in zip(examples, texts)]
+    if config.out:
+        write_reports(Path(config.out), report)
+    return report
+
+
+def teacher_view(path: str, examples: list[Example]) -> dict:
+    """The teacher's (vote) answers on the evaluated inputs, its own accuracy, latency and cost, from its records."""
+    records = {r.input: r for r in read_records(path)}
+    matched = [records.get(e.input) for e in examples]
+    found = [r for r in matched if r is not None]
+    if not found:
+        raise UsageError(f"--teacher-records {path}: none of its inputs match the evaluated examples")
+    answers = [r.majority if r else None for r in matched]
+    golds = [e.gold for e, r in zip(examples, matched) if r is not None]
+    acc = score([r.majority for r in found], golds)
+    calls = [s for r in found for s in r.samples if s.text is not None and s.usage]
+    samples_per = statistics.mean(len(r.samples) for r in found)
+    cost = sum(s.cost or 0.0 for r in found for s in r.samples) / len(found)
+    return {
+        "answers": answers,
+        "summary": {
+            "teachers": sorted({s.teacher for r in found for s in r.samples}), "n_matched": len(found),
+            "accuracy": acc["accuracy"], "samples_per_answer": samples_per,
+            "latency_s": round(statistics.mean(s.latency_s for s in calls), 4) if calls else None,
+            "prompt_tokens": round(statistics.mean(s.usage.get("prompt_tokens", 0) for s in calls), 1) if calls else None,
+            "cost_per_1k_usd": round(cost * 1000, 4),
+        },
+    }  # fmt: skip
+
+
+# --- reports ----------------------------------------------------------------------------------------
+
+
+def table_rows(report: dict) -> list[tuple]:
+    s, t = report["student"], report["teacher"] or {}
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    def num(x, fmt="{:.3f}"):
+        return "-" if x is None else fmt.format(x)
+
+    return [
+        ("", "student", "teacher"),
+        ("accuracy (gold)", pct(s["accuracy"]), pct(t.get("accuracy"))),
+        ("agreement with teacher", pct(s["agreement_with_teacher"]), "-"),
+        ("latency per answer (s)", num(s["latency_s"]), num(t.get("latency_s"))),
+        ("prompt tokens per answer", num(s["prompt_tokens"], "{:.0f}"), num(t.get("prompt_tokens"), "{:.0f}")),
+        ("cost per 1,000 answers (USD)", num(s["cost_per_1k_usd"], "{:.4f}"), num(t.get("cost_per_1k_usd"), "{:.4f}")),
+        ("parameters", f"{s['parameters']:,}", "-"),
+        ("size on disk (MB)", f"{s['size_bytes'] / 1e6:.1f}", "-"),
+        ("examples", s["n"], t.get("n_matched", "-")),
+    ]  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    rows = table_rows(report)
+    lines = ["# Student vs teacher", "", "| " + " | ".join(rows[0]) + " |", "|---|---|---|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows[1:]]
+    lines += ["", f"Student `{report['student']['path']}` (base `{report['student']['base']}`), measured on {report['student']['device']}; "
+              "the teacher's latency and cost come from its records.", "", "![accuracy vs latency](report.png)", "",
+              "## Examples", "", "| input | gold | student | teacher |", "|---|---|---|---|"]  # fmt: skip
+    for e in report["examples"][:20]:
+        lines.append(f"| {e['input'][:80].replace('|', '/').replace(chr(10), ' ')} | {e['gold']} | {e['student']} | {e['teacher']} |")
+    for r in report.get("rationales", []):
+        lines += ["", f"**{r['input'][:80]}** -> {r['rationale'][:300]}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, t = report["student"], report["teacher"] or {}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    names, accs, lats = ["student"], [s["accuracy"] or 0], [s["latency_s"]]
+    if t.get("accuracy") is not None:
+        names.append("teacher")
+        accs.append(t["accuracy"])
+        lats.append(t.get("latency_s") or 0)
+    colors = ["#2b8cbe", "#e6550d"][: len(names)]
+    axes[0].bar(names, [100 * a for a in accs], color=colors)
+    axes[0].set_ylabel("accuracy on gold (%)")
+    axes[0].set_ylim(0, 100)
+    axes[1].bar(names, lats, color=colors)
+    axes[1].set_ylabel("seconds per answer")
+    for ax, values, fmt in ((axes[0], [100 * a for a in accs], "{:.1f}%"), (axes[1], lats, "{:.3f}s")):
+        for i, v in enumerate(values):
+            ax.text(i, v, fmt.format(v), ha="center", va="bottom")
+    fig.suptitle("Distilled student vs prompted teacher")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(out: Path, report: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(markdown(report))
+    plot(report, out / "report.png")
