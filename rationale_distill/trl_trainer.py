@@ -198,7 +198,7 @@ def train_trl_sft(config: TrainConfig) -> Path:
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction
         weight_decay=config.weight_decay, lr_scheduler_type=config.lr_scheduler, seed=config.seed,
-        data_seed=config.seed, bf16=bf16, fp16=False, gradient_checkpointing=checkpointing, use_cpu=not gpu,
+        data_seed=config.seed, bf16=bf16, fp16=False, activation_checkpointing=checkpointing, use_cpu=not gpu,
         padding_free=config.padding_free and gpu, logging_steps=config.logging_steps, logging_first_step=True,
         save_strategy=config.save_strategy, save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         eval_strategy="epoch" if eval_ds is not None else "no", report_to="none", remove_unused_columns=False,

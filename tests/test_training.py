@@ -1,0 +1,220 @@
+"""Student training and evaluation on a tiny model built from a config (seconds on a CPU)."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import write_problems
+
+import rationale_distill as rd
+from rationale_distill.dataset import BuildConfig, build
+from rationale_distill.errors import UsageError
+from rationale_distill.evaluate import EvalConfig, evaluate, score
+from rationale_distill.testing.tiny import make_tiny_student
+from rationale_distill.training import TrainConfig, train
+from rationale_distill.trl_trainer import MultiTaskCollator, multitask_loss, task_token_counts, tokenize_row
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Teacher records from the real generation stage over HTTP -> a rationale dataset -> a tiny student."""
+    from rationale_distill.testing.fake_openai import FakeOpenAI
+
+    root = tmp_path_factory.mktemp("train")
+    data = write_problems(root / "p.jsonl", n=40, seed=11)
+    with FakeOpenAI() as server:
+        rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=server.base_url, input_field="question",
+                                      label_field="answer", out=str(root / "teacher.jsonl"), cache_dir=str(root / "cache")))  # fmt: skip
+    build(str(root / "teacher.jsonl"), BuildConfig(records=str(root / "teacher.jsonl"), out=str(root / "data"), validation_fraction=0.2, test_fraction=0.2))
+    rows = [json.loads(x) for x in (root / "data" / "train.jsonl").read_text().splitlines()]
+    make_tiny_student(root / "tiny", [r["prompt"] + r["completion"] for r in rows] * 3)
+    return root
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def log(out):
+    return json.loads((out / "rdistill_train.json").read_text())["log_history"]
+
+
+def test_full_finetune_logs_decreasing_loss_changes_weights_and_reloads(workspace, tmp_path):
+    out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"),
+                            epochs=6, batch_size=4, learning_rate=3e-3, logging_steps=2))  # fmt: skip
+    losses = [h["loss"] for h in log(out) if "loss" in h]
+    assert len(losses) >= 4 and losses[-1] < losses[0]
+    assert any("loss_label" in h and "loss_rationale" in h for h in log(out))
+    before, after = weights(workspace / "tiny"), weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    from rationale_distill.student import generate_answers, load_model
+
+    model, tok = load_model(str(out))
+    answers, latency = generate_answers(model, tok, ["[label] Q: What is 1 + 2?"], max_new_tokens=4)
+    assert isinstance(answers[0], str) and latency[0] > 0
+    meta = json.loads((out / "rdistill_train.json").read_text())
+    assert meta["versions"]["trl"] and meta["dataset"]["config"]["mode"] == "rationale" and meta["config"]["rationale_weight"] == 1.0
+    assert (out / "README.md").read_text().startswith("# Student distilled") and (out / "DATASET_CARD.md").is_file()
+
+
+def test_lora_trains_the_adapter_only_and_merges(workspace, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "lora"),
+                            lora=True, lora_r=4, epochs=2, batch_size=4, learning_rate=1e-2))  # fmt: skip
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    base = AutoModelForCausalLM.from_pretrained(str(workspace / "tiny"))
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    model = PeftModel.from_pretrained(base, str(out))
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # lora_B starts at zero: it was trained
+    for name, value in model.get_base_model().state_dict().items():
+        key = name.replace(".base_layer", "")
+        if "lora_" not in name and key in original:
+            assert torch.equal(value, original[key]), name  # the base weights did not move
+    merged = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "merged"),
+                               lora=True, lora_r=4, epochs=1, batch_size=4, merge_adapter=True))  # fmt: skip
+    assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(str(merged))
+
+
+def _batch(workspace, rows):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(workspace / "tiny"))
+    return MultiTaskCollator(tok.pad_token_id)([tokenize_row(r, tok, 128) for r in rows])
+
+
+def _rows(workspace, n):
+    return [json.loads(x) for x in (workspace / "data" / "train.jsonl").read_text().splitlines()][:n]
+
+
+def test_one_pass_loss_equals_the_two_pass_reference(workspace):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(workspace / "tiny"))
+    rows = _rows(workspace, 8)
+    lam = 0.7
+    batch = _batch(workspace, rows)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ours, _ = multitask_loss(logits, batch["labels"], batch["task_ids"], (1.0, lam), task_token_counts(batch["labels"], batch["task_ids"]))
+
+    def reference(task):  # google-research/distilling-step-by-step: one forward pass per task, HF's mean token loss
+        sub = _batch(workspace, [r for r in rows if r["task"] == task])
+        return model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], labels=sub["labels"]).loss
+
+    expected = reference("label") + lam * reference("rationale")
+    assert torch.allclose(ours, expected, atol=1e-5), (ours, expected)
+
+
+def test_loss_is_invariant_to_micro_batching_and_survives_a_batch_without_rationales(workspace):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(workspace / "tiny"))
+    rows = _rows(workspace, 8)
+    full = _batch(workspace, rows)
+    counts = task_token_counts(full["labels"], full["task_ids"])
+
+    def loss_of(batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return multitask_loss(logits, batch["labels"], batch["task_ids"], (1.0, 1.0), counts)[0]
+
+    # Uneven micro-batches: one with label rows only, one with the rest. Window counts make the sum exact.
+    labels_only = [r for r in rows if r["task"] == "label"][:3]
+    rest = [r for r in rows if r not in labels_only]
+    split_sum = loss_of(_batch(workspace, labels_only)) + loss_of(_batch(workspace, rest))
+    assert torch.allclose(split_sum, loss_of(full), atol=1e-5)
+    only = _batch(workspace, labels_only)
+    logits = model(input_ids=only["input_ids"], attention_mask=only["attention_mask"]).logits
+    loss, parts = multitask_loss(logits, only["labels"], only["task_ids"], (1.0, 1.0), task_token_counts(only["labels"], only["task_ids"]))
+    assert math.isfinite(loss.item()) and parts[1].item() == 0.0
+
+
+def test_gradient_accumulation_matches_one_big_batch(workspace, tmp_path):
+    common = dict(data=str(workspace / "data"), student=str(workspace / "tiny"), max_steps=1, learning_rate=1e-2,
+                  eval_split="none", save_strategy="no", logging_steps=1)  # fmt: skip
+    big = train(TrainConfig(**common, out=str(tmp_path / "big"), batch_size=8, grad_accum=1))
+    acc = train(TrainConfig(**common, out=str(tmp_path / "acc"), batch_size=4, grad_accum=2))
+    a, b = weights(big), weights(acc)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert abs(log(big)[0]["loss"] - log(acc)[0]["loss"]) < 1e-4
+
+
+def test_yaml_config_maps_onto_the_dataclass_and_resume(workspace, tmp_path, cli):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"student: {workspace / 'tiny'}\nepochs: 2\nbatch_size: 8\nrationale_weight: 0.5\nsave_strategy: epoch\n")
+    out = tmp_path / "s"
+    code, stdout, err = cli("train", workspace / "data", "--config", cfg, "--out", out)
+    assert code == 0, err
+    meta = json.loads((out / "rdistill_train.json").read_text())
+    assert meta["config"]["rationale_weight"] == 0.5 and meta["config"]["epochs"] == 2.0 and "Training summary" in stdout
+    code, _, err = cli("train", workspace / "data", "--config", cfg, "--out", out, "--resume", "--epochs", "3")
+    assert code == 0, err
+    cfg.write_text("epochz: 2\n")
+    code, _, err = cli("train", workspace / "data", "--config", cfg, "--out", out)
+    assert code == 2 and "unknown setting 'epochz'" in err
+
+
+def test_messages_format_needs_a_chat_template(workspace, tmp_path):
+    build(str(workspace / "teacher.jsonl"), BuildConfig(records=str(workspace / "teacher.jsonl"), out=str(tmp_path / "m"), format="messages"))
+    with pytest.raises(UsageError, match="no chat template"):
+        train(TrainConfig(data=str(tmp_path / "m"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), max_steps=1))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(workspace / "tiny"))
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    tok.save_pretrained(str(tmp_path / "chat"))
+    import shutil
+
+    for f in ("config.json", "model.safetensors", "generation_config.json"):
+        if (workspace / "tiny" / f).exists():
+            shutil.copy(workspace / "tiny" / f, tmp_path / "chat" / f)
+    out = train(TrainConfig(data=str(tmp_path / "m"), student=str(tmp_path / "chat"), out=str(tmp_path / "s2"), max_steps=2, eval_split="none"))
+    assert (out / "model.safetensors").is_file()
+
+
+def test_bad_training_input(workspace, tmp_path):
+    with pytest.raises(UsageError, match="not a dataset folder"):
+        train(TrainConfig(data=str(tmp_path), student=str(workspace / "tiny"), out=str(tmp_path / "s")))
+    with pytest.raises(UsageError, match="not a model folder"):
+        train(TrainConfig(data=str(workspace / "data"), student=str(tmp_path / "nothing-here"), out=str(tmp_path / "s")))
+    with pytest.raises(UsageError, match="--qlora needs a CUDA GPU"):
+        train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), qlora=True))
+
+
+def test_score_on_a_hand_checked_toy_case():
+    result = score(["4", "7", "1", None], ["4", "8", "1", "2"], ["4", "7", None, "3"])
+    assert result["accuracy"] == 0.5 and result["n_gold"] == 4
+    assert result["agreement"] == pytest.approx(2 / 3) and result["n_teacher"] == 3
+
+
+def test_evaluate_student_against_gold_and_teacher(workspace, tmp_path, cli):
+    out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), epochs=1, batch_size=8))
+    code, stdout, err = cli("eval", out, "--teacher-records", workspace / "teacher.jsonl", "--out", tmp_path / "r", "--rationales", "2")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    ex = report["examples"]
+    assert report["student"]["n"] == len(ex) > 0
+    assert report["student"]["accuracy"] == sum(e["student"] == e["gold"] for e in ex) / len(ex)
+    assert report["student"]["agreement_with_teacher"] == sum(e["student"] == e["teacher"] for e in ex) / len(ex)
+    assert report["teacher"]["accuracy"] == 1.0 and report["teacher"]["n_matched"] == len(ex)
+    assert report["student"]["prompt_tokens"] < report["teacher"]["prompt_tokens"]  # no engineered prompt at inference
+    assert report["student"]["parameters"] > 0 and report["student"]["size_bytes"] > 0 and len(report["rationales"]) == 2
+    assert (tmp_path / "r" / "report.png").stat().st_size > 5000 and "| accuracy (gold) |" in (tmp_path / "r" / "report.md").read_text()
+    assert "Evaluation" in stdout
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text('{"question": "What is 1 + 2?", "answer": 3}\n')
+    report = evaluate(EvalConfig(student=str(out), data=str(raw), label_field="answer"))
+    assert report["examples"][0]["input"] == "Q: What is 1 + 2?" and report["examples"][0]["gold"] == "3"
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_lora(workspace, tmp_path):
+    out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "g"), lora=True, max_steps=5, device="cuda"))
+    meta = json.loads((out / "rdistill_train.json").read_text())
+    assert meta["device"] == "cuda" and meta["bf16"] is True
