@@ -61,6 +61,17 @@ def answer_marker(text: str, spec, fields: dict | None = None) -> Parsed:
     return Parsed(rationale=text[:idx].strip(), raw_answer=answer)
 
 
+def first_word(text: str, spec, fields: dict | None = None) -> Parsed:
+    """The answer after the marker if there is one, else the first word: for bare prompts that get no format."""
+    try:
+        return answer_marker(text, spec, fields)
+    except ParseFailure:
+        words = text.split()
+        if not words:
+            raise ParseFailure("the response is empty") from None
+        return Parsed(rationale="", raw_answer=words[0].strip(".,;:!?\"'"))
+
+
 def json_object(text: str, spec, fields: dict | None = None) -> Parsed:
     """A JSON object with ``rationale`` (or ``reasoning``) and ``answer``, possibly inside a code fence."""
     start, end = text.find("{"), text.rfind("}")

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "rationale_distill.default_plugins.parsers",
     "rationale_distill.default_plugins.filters",
     "rationale_distill.default_plugins.trainers",
+    "rationale_distill.default_plugins.local_model",
     "rationale_distill.default_plugins.commands",
 )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import TeacherError, UsageError
 
 # Providers whose API accepts ``n`` (several choices from one request); others get separate seeded calls.
-NATIVE_N_PROVIDERS = {"openai", "azure", "hosted_vllm", "text-completion-openai", "openrouter", "together_ai", "fireworks_ai", "deepseek"}  # fmt: skip
+NATIVE_N_PROVIDERS = {"openai", "azure", "hosted_vllm", "text-completion-openai", "openrouter", "together_ai", "fireworks_ai", "deepseek", "local"}  # fmt: skip
 # Where LiteLLM looks for each provider's key; named in errors, never printed.
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "azure": "AZURE_API_KEY",
            "gemini": "GEMINI_API_KEY", "together_ai": "TOGETHERAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",

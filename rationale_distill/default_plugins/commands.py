@@ -142,6 +142,67 @@ def run_eval(args, plugins) -> int:
     return 0
 
 
+# --- run and demo -----------------------------------------------------------------------------------
+
+
+def configure_run(parser):
+    parser.add_argument("config", help="a run YAML file with generate/build/train/eval sections")
+    parser.add_argument("--only", choices=("generate", "build", "train", "eval"), help="run one stage")
+    parser.add_argument("--out", help="override the run folder")
+
+
+def run_run(args, plugins) -> int:
+    from ..pipeline import load_run_config, run_pipeline
+
+    run = load_run_config(args.config)
+    if args.out:
+        run.out = args.out
+    summary = run_pipeline(run, only=args.only, plugins=plugins)
+    print_run_summary(summary)
+    return 0
+
+
+def configure_demo(parser):
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a couple of minutes (16 questions, 6 steps)")
+    parser.add_argument("--out", default="runs/demo", help="the run folder")
+
+
+def run_demo(args, plugins) -> int:
+    from ..pipeline import demo_config, run_pipeline
+
+    run = demo_config(out=args.out, quick=args.quick)
+    console().print(f"rationale-distill demo: Gemma 3 270M teaches itself, offline, on {'a smoke run' if args.quick else 'the look-up task'}"
+                    f" -> {run.out}")  # fmt: skip
+    summary = run_pipeline(run, plugins=plugins)
+    print_run_summary(summary)
+    return 0
+
+
+def print_run_summary(summary: dict) -> None:
+    if "student" not in summary:
+        return
+    s, t, b = summary["student"], summary.get("teacher") or {}, summary.get("bare") or {}
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    def num(x, fmt):
+        return "-" if x is None else fmt.format(x)
+
+    rows = [
+        ("accuracy on held-out questions", pct(t.get("accuracy")), pct(b.get("accuracy")), pct(s["accuracy"])),
+        ("prompt tokens per answer", num(t.get("prompt_tokens"), "{:.0f}"), num(b.get("prompt_tokens"), "{:.0f}"), num(s["prompt_tokens"], "{:.0f}")),
+        ("latency per answer (s)", num(t.get("latency_s"), "{:.3f}"), num(b.get("latency_s"), "{:.3f}"), num(s["latency_s"], "{:.3f}")),
+        ("examples", t.get("n_matched", "-"), b.get("n", "-"), s["n"]),
+    ]  # fmt: skip
+    console().print(table("Distillation result (measured)", rows, columns=("", "prompted teacher", "bare model", "distilled student")))
+    out = summary["out"]
+    console().print(table("Artifacts", [
+        ("teacher records", f"{out}/teacher.jsonl"), ("dataset (+ card)", f"{out}/data"), ("student", f"{out}/student"),
+        ("report", summary["report"]), ("summary", f"{out}/summary.json"),
+        ("stage times", ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items()))]))  # fmt: skip
+
+
 # --- plugins ----------------------------------------------------------------------------------------
 
 
@@ -168,4 +229,6 @@ def register_commands(register):
     register("build", configure_build, run_build, help="filter teacher records and write training pairs (DatasetDict + JSONL)")
     register("train", configure_train, run_train, help="fine-tune a student on a built dataset (TRL SFT, multi-task, LoRA)")
     register("eval", configure_eval, run_eval, help="evaluate a student against the gold labels and the teacher")
+    register("run", configure_run, run_run, help="run generate -> build -> train -> eval from one YAML file")
+    register("demo", configure_demo, run_demo, help="the offline demo: a real distillation of Gemma 3 270M on CPU")
     register("plugins", configure_plugins, run_plugins, help="list teachers, prompts, parsers, filters, loaders, trainers and where each came from")

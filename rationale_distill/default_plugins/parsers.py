@@ -1,7 +1,7 @@
-"""Built-in rationale parsers: answer marker, JSON object, DSPy fields."""
+"""Built-in rationale parsers: answer marker, first word, JSON object, DSPy fields."""
 
 from ..hookspecs import hookimpl
-from ..parsing import answer_marker, dspy_fields, json_object
+from ..parsing import answer_marker, dspy_fields, first_word, json_object
 
 
 @hookimpl
@@ -9,3 +9,4 @@ def register_parsers(register):
     register("answer-marker", answer_marker)
     register("json", json_object)
     register("dspy", dspy_fields)
+    register("first-word", first_word)

@@ -1,0 +1,193 @@
+"""``rdistill run CONFIG.yaml``: generate -> build -> train -> eval from one YAML file.
+
+The file's sections map 1:1 onto the stages' config dataclasses (GenerateConfig, BuildConfig, TrainConfig,
+EvalConfig); paths in it are relative to the file. Stages already done are reused: teacher calls come from the
+cache, and a student whose config and data are unchanged is not trained again. ``--only STAGE`` runs one stage.
+
+    out: runs/demo                    # the run folder (relative to where you run the command)
+    data: train.jsonl                 # rows for the teacher
+    test_data: test.jsonl             # optional: held-out rows for the final comparison
+    generate: {teachers: [local/gemma-3-270m], prompt: lookup-cot, input_field: question, label_field: answer}
+    build:    {mode: rationale, label_source: gold}
+    train:    {student: gemma-3-270m, lora: true}
+    eval:     {batch_size: 16}
+    compare:  {teacher: true, bare_prompt: lookup-bare}   # also score the prompted teacher / the bare model on test_data
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .config import build as build_config
+from .config import load_yaml, to_dict
+from .dataset import BuildConfig, build
+from .errors import UsageError
+from .evaluate import EvalConfig, evaluate
+from .generate import GenerateConfig, generate
+from .records import TeacherRecord
+from .training import TrainConfig, train
+
+STAGES = ("generate", "build", "train", "eval")
+SECTIONS = {"out", "data", "test_data", "generate", "build", "train", "eval", "compare"}
+
+
+@dataclass
+class RunConfig:
+    out: str
+    data: str
+    test_data: str | None = None
+    generate: dict = field(default_factory=dict)
+    build: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    eval: dict = field(default_factory=dict)
+    compare: dict = field(default_factory=dict)  # teacher: bool, bare_prompt: str | None
+    source: str = "<dict>"
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    data = load_yaml(path)
+    unknown = sorted(set(data) - SECTIONS)
+    if unknown:
+        raise UsageError(f"{path}: unknown section {unknown[0]!r} (sections: {', '.join(sorted(SECTIONS))})")
+    for key in ("out", "data"):
+        if key not in data:
+            raise UsageError(f"{path}: missing {key!r}")
+    base = path.resolve().parent
+
+    def rel(p):
+        return None if p is None else str(p if Path(p).is_absolute() else (base / p))
+
+    data["data"], data["test_data"] = rel(data["data"]), rel(data.get("test_data"))
+    prompt = data.get("generate", {}).get("prompt")
+    if prompt and prompt.endswith((".yaml", ".yml")):
+        data["generate"]["prompt"] = rel(prompt)
+    return RunConfig(**data, source=str(path))
+
+
+def stage_configs(run: RunConfig) -> tuple[GenerateConfig, BuildConfig, TrainConfig]:
+    out = Path(run.out)
+    where = run.source
+    gen = build_config(GenerateConfig, {**run.generate, "data": run.data, "out": str(out / "teacher.jsonl")}, f"{where}: generate")
+    bld = build_config(BuildConfig, {**run.build, "records": gen.out, "out": str(out / "data")}, f"{where}: build")
+    trn = build_config(TrainConfig, {**run.train, "data": bld.out, "out": str(out / "student")}, f"{where}: train")
+    return gen, bld, trn
+
+
+def run_pipeline(run: RunConfig, only: str | None = None, plugins=None, progress: bool = True, say=print) -> dict:
+    """Run the stages in order (or only one); returns a summary with every measured number and artifact path."""
+    if only is not None and only not in STAGES:
+        raise UsageError(f"--only {only!r}: choose one of {', '.join(STAGES)}")
+    gen, bld, trn = stage_configs(run)
+    todo = [only] if only else list(STAGES)
+    timings: dict[str, float] = {}
+    summary = {"out": run.out, "timings_s": timings}
+
+    def timed(stage, fn):
+        started = time.perf_counter()
+        say(f"[{stage}] ...")
+        value = fn()
+        timings[stage] = round(time.perf_counter() - started, 1)
+        say(f"[{stage}] done in {timings[stage]:.1f} s")
+        return value
+
+    if "generate" in todo:
+        result = timed("generate", lambda: generate(gen, plugins=plugins, progress=progress))
+        summary["generate"] = result.stats.as_dict()
+    if "build" in todo:
+        _, report = timed("build", lambda: build(bld.records, bld, plugins=plugins))
+        summary["build"] = {k: report[k] for k in ("examples", "examples_kept", "rows", "rows_by_task", "filters")}
+    if "train" in todo:
+        summary["train"] = timed("train", lambda: train_or_reuse(trn, plugins, say))
+    if "eval" in todo:
+        summary.update(timed("eval", lambda: evaluate_with_baselines(run, gen, trn, plugins, progress)))
+    Path(run.out).mkdir(parents=True, exist_ok=True)
+    (Path(run.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def train_or_reuse(config: TrainConfig, plugins, say) -> dict:
+    meta_path = Path(config.out) / "rdistill_train.json"
+    fingerprint = _fingerprint(config)
+    if meta_path.is_file() and not config.resume:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == fingerprint:
+            say(f"[train] reusing {config.out}: same config and data")
+            return {"reused": True, "out": config.out}
+    out = train(config, plugins=plugins)
+    meta = json.loads(meta_path.read_text())
+    meta["fingerprint"] = fingerprint
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
+    return {"reused": False, "out": str(out), "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None, "train_runtime_s": meta["train_runtime_s"]}  # fmt: skip
+
+
+def _fingerprint(config: TrainConfig) -> str:
+    data = Path(config.data) / "train.jsonl"
+    digest = hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else "missing"
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("resume",)}
+    return hashlib.sha256(json.dumps([settings, digest], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def evaluate_with_baselines(run: RunConfig, gen: GenerateConfig, trn: TrainConfig, plugins, progress) -> dict:
+    out = Path(run.out)
+    compare = {"teacher": True, "bare_prompt": None, **run.compare}
+    eval_settings = dict(run.eval)
+    limit = eval_settings.get("limit")
+    test = run.test_data
+    found = {}
+    teacher_records = gen.out
+    if test and compare.get("teacher"):
+        # The prompted teacher on the held-out rows: one greedy answer each, through the same cached path.
+        # concurrency=1: each recorded latency is one answer alone, comparable with the student's batch-1 latency.
+        teacher_test = replace(gen, data=test, out=str(out / "teacher-test.jsonl"), samples=1, temperature=0.0, limit=limit,
+                               concurrency=1)  # fmt: skip
+        generate(teacher_test, plugins=plugins, progress=progress)
+        teacher_records = teacher_test.out
+    if test and compare.get("bare_prompt"):
+        bare = replace(gen, data=test, out=str(out / "bare-test.jsonl"), samples=1, temperature=0.0, limit=limit,
+                       prompt=compare["bare_prompt"], concurrency=1)  # fmt: skip
+        bare_result = generate(bare, plugins=plugins, progress=progress)
+        found["bare"] = records_summary(bare_result.records)
+    config = build_config(EvalConfig, {"student": trn.out, "data": test or run.eval.get("data"),
+                                       "label_field": gen.label_field if test else None,
+                                       "teacher_records": teacher_records, "out": str(out / "report"),
+                                       **{k: v for k, v in eval_settings.items() if k != "data"}},
+                          f"{run.source}: eval")  # fmt: skip
+    report = evaluate(config)
+    found["student"] = report["student"]
+    found["teacher"] = report["teacher"]
+    found["report"] = str(out / "report" / "report.md")
+    return found
+
+
+def records_summary(records: list[TeacherRecord]) -> dict:
+    """Accuracy, latency and prompt tokens of a generation run, from its records."""
+    graded = [r for r in records if r.label is not None]
+    samples = [s for r in records for s in r.samples if s.usage]
+    return {
+        "accuracy": sum(r.majority == r.label for r in graded) / len(graded) if graded else None,
+        "n": len(records),
+        "latency_s": round(statistics.mean(s.latency_s for s in samples), 4) if samples else None,
+        "prompt_tokens": round(statistics.mean(s.usage.get("prompt_tokens", 0) for s in samples), 1) if samples else None,
+    }  # fmt: skip
+
+
+def demo_config(out: str = "runs/demo", quick: bool = False) -> RunConfig:
+    """The packaged demo: Gemma 3 270M teaches itself a look-up task through an engineered few-shot CoT prompt."""
+    from importlib import resources
+
+    run = load_run_config(str(resources.files("rationale_distill.demo") / "demo.yaml"))
+    run.out = out
+    if quick:  # a smoke run of a couple of minutes: the tests use it
+        run.generate = {**run.generate, "limit": 16, "samples": 2}
+        run.build = {**run.build, "validation_fraction": 0.0}
+        run.train = {**run.train, "max_steps": 6, "epochs": 1, "eval_split": "none", "save_strategy": "no"}
+        run.eval = {**run.eval, "limit": 8, "latency_samples": 4}
+    return run
