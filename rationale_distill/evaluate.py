@@ -171,6 +171,10 @@ def evaluate(config: EvalConfig) -> dict:
         report["rationales"] = [{"input": e.input, "rationale": t} for e, t in zip(examples, texts)]
     if config.out:
         write_reports(Path(config.out), report)
+        from .training import model_card
+
+        table = markdown(report).split("\n\n")[1]  # the student-vs-teacher table
+        (Path(config.student) / "README.md").write_text(model_card(meta, evaluation=f"{table}\n\nFull report: `{config.out}/report.md`"))
     return report
 
 

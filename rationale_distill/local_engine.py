@@ -43,6 +43,8 @@ class Engine:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.model = self.tokenizer = None
         self.loaded = threading.Event()
+        self.batches = 0  # generate() calls made, for tests and benchmarks
+        self.requests = 0
         self.thread = threading.Thread(target=self._work, name=f"rdistill-local-{name}", daemon=True)
         self.thread.start()
 
@@ -99,6 +101,8 @@ class Engine:
             kwargs.update(stop_strings=list(first.stop), tokenizer=tok)
         with torch.no_grad():
             out = model.generate(**enc, **kwargs)  # (len(jobs) * n, prompt + new)
+        self.batches += 1
+        self.requests += len(jobs)
         prompt_len = enc["input_ids"].shape[1]
         new = out[:, prompt_len:]
         texts = tok.batch_decode(new, skip_special_tokens=True)

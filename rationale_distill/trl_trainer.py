@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .config import to_dict
 from .errors import UsageError
 from .student import load_model, parameter_count, pick_device, save_json
-from .training import TrainConfig, load_split_rows
+from .training import TrainConfig, load_split_rows, model_card
 
 TASK_IDS = {"label": 0, "context": 0, "single": 0, "rationale": 1}  # 0: the answer term, 1: the rationale term
 
@@ -244,26 +244,3 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "trl": trl.__version__, "peft": peft.__version__, "rationale_distill": rationale_distill.__version__}  # fmt: skip
-
-
-def model_card(meta: dict, evaluation: dict | None = None) -> str:
-    c, d = meta["config"], meta["dataset"]
-    losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
-    lines = [
-        "# Student distilled with rationale-distill", "",
-        f"- Base model: `{c['student']}`" + (" with a LoRA adapter" + (" (merged)" if c["merge_adapter"] else "") if c["lora"] or c["qlora"] else " (full fine-tuning)"),
-        "- Teacher(s): " + ", ".join(f"`{t}`" for t in d.get("teachers", [])) + "; prompt(s): " + ", ".join(f"`{p['name']}`" for p in d.get("prompts", [])),
-        f"- Data: `{c['data']}`, mode **{d['config']['mode']}**, label source **{d['config']['label_source']}**, "
-        f"{d['examples_kept']} examples, rows {json.dumps(d['rows'], sort_keys=True)}",
-        f"- Objective: L = L_label + {c['rationale_weight']} x L_rationale, one forward pass per batch" if d["config"]["mode"] == "rationale"
-        else "- Objective: cross-entropy on the completion tokens",
-        f"- Training: {c['epochs']} epochs (max_steps {c['max_steps']}), lr {meta['learning_rate']}, batch {c['batch_size']} x {c['grad_accum']}, "
-        f"device {meta['device']}, bf16 {meta['bf16']}, {meta['train_runtime_s'] or 0:.1f} s",
-        f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)",
-        f"- Loss: {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "- Loss: not logged", "",
-        "At inference the student answers from the label prefix alone; it does not generate a rationale.", "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
-    ]  # fmt: skip
-    if evaluation:
-        lines += ["## Evaluation", "", evaluation.get("markdown_table", ""), ""]
-    return "\n".join(lines)

@@ -246,3 +246,10 @@ def test_third_party_plugin_package_installed_with_pip(tmp_path):
     env["RDISTILL_LOAD_PLUGINS"] = ""  # pinning: none
     proc = subprocess.run([sys.executable, "-m", "rationale_distill.cli", "plugins", "--json"], env=env, capture_output=True, text=True)
     assert "shout" not in {r["name"] for r in json.loads(proc.stdout)}
+
+
+def test_data_stages_start_without_heavy_imports():
+    code = ("import sys, rationale_distill, rationale_distill.cli; from rationale_distill.plugins import load_plugins; load_plugins(); "
+            "print(','.join(m for m in ('torch', 'transformers', 'trl', 'peft', 'litellm', 'datasets') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout

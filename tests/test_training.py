@@ -207,6 +207,7 @@ def test_evaluate_student_against_gold_and_teacher(workspace, tmp_path, cli):
     assert report["student"]["parameters"] > 0 and report["student"]["size_bytes"] > 0 and len(report["rationales"]) == 2
     assert (tmp_path / "r" / "report.png").stat().st_size > 5000 and "| accuracy (gold) |" in (tmp_path / "r" / "report.md").read_text()
     assert "Evaluation" in stdout
+    assert "## Evaluation" in (out / "README.md").read_text() and "| accuracy (gold) |" in (out / "README.md").read_text()
     raw = tmp_path / "raw.jsonl"
     raw.write_text('{"question": "What is 1 + 2?", "answer": 3}\n')
     report = evaluate(EvalConfig(student=str(out), data=str(raw), label_field="answer"))
