@@ -50,6 +50,7 @@ class GenerateConfig:
     max_cost: float | None = option(None, help="stop cleanly once this many USD are spent")
     logprobs: int | None = option(None, help="ask for the top-K logprobs and keep those of the answer tokens")
     limit: int | None = option(None, help="use only the first N rows")
+    workers: int = option(1, help="processes, one event loop each, sharing the cache and journal (use one per CPU core for fast HTTP teachers)")
     dry_run: bool = option(False, help="count calls and tokens and estimate the cost; call nothing")
     cache_dir: str | None = option(None, help="cache and journal folder (default: $RDISTILL_CACHE_DIR or ~/.cache/rationale-distill)")
     out: str | None = option(None, help="output JSONL of teacher records")
@@ -137,8 +138,13 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
     # Identical requests (a repeated input) are paid for once: run one call per key, share its entry.
     unique = {c.key: c for c in calls if not c.cached}
     try:
-        with store:
-            asyncio.run(run_calls(list(unique.values()), store, config, stats, progress))
+        if config.workers > 1 and len(unique) > config.workers:
+            from .workers import run_in_workers
+
+            run_in_workers(list(unique.values()), store, config, stats, progress)
+        else:
+            with store:
+                asyncio.run(run_calls(list(unique.values()), store, config, stats, progress))
     finally:
         stats.wall_s = round(time.perf_counter() - started, 3)
     for call in calls:
@@ -305,11 +311,11 @@ class RateLimiter:
                 await asyncio.sleep(wait)
 
 
-async def run_calls(calls: list[Call], store: Store, config: GenerateConfig, stats: Stats, progress: bool) -> None:
+async def run_calls(calls: list[Call], store: Store, config: GenerateConfig, stats: Stats, progress: bool, bar=None) -> None:
     semaphore = asyncio.Semaphore(config.concurrency)
     limiter = RateLimiter(config.rpm, config.tpm)
     abort: list[TeacherError] = []  # a fatal error before anything succeeded stops the run
-    bar = _progress(progress, len(calls))
+    bar = bar or _progress(progress, len(calls))
 
     async def one(call: Call) -> None:
         est_tokens = call.teacher.count_tokens(call.request.messages) + (call.request.params.get("max_tokens") or 256)

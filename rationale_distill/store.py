@@ -27,13 +27,14 @@ def call_key(identity: dict, request) -> str:
 
 
 class Store:
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, load: bool = True):
         self.root = Path(root) if root else default_cache_dir()
         self.dir = self.root / "calls"
         self.index: dict[str, dict] = {}
         self.torn_lines = 0
         self._fh = None
-        self._load()
+        if load:  # a worker process that only appends need not read the whole cache
+            self._load()
 
     def _load(self) -> None:
         if not self.dir.is_dir():

@@ -217,3 +217,17 @@ def test_identical_inputs_in_one_run_are_paid_for_once(server, tmp_path):
     result = rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=server.base_url, input_field="question"))
     assert len(server.requests) == 2
     assert [r.majority for r in result.records] == ["3", "3", "3", "4"]
+
+
+def test_worker_processes_give_the_same_records_and_share_the_cache(server, tmp_path, cli):
+    data = write_problems(tmp_path / "p.jsonl", n=30, seed=4)
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    code, stdout, _ = cli(*gen_args(server, data, two, "--workers", "2", "--samples", "2", "--cache-dir", tmp_path / "c2"))
+    assert code == 0 and "Generation summary" in stdout
+    distinct = len({json.loads(x)["question"] for x in data.read_text().splitlines()})
+    assert len(server.requests) == distinct  # each call once, across both processes
+    assert cli(*gen_args(server, data, two, "--workers", "2", "--samples", "2", "--cache-dir", tmp_path / "c2"))[0] == 0
+    assert len(server.requests) == distinct  # the re-run found everything in the merged cache
+    assert cli(*gen_args(server, data, one, "--samples", "2", "--cache-dir", tmp_path / "c1"))[0] == 0
+    strip = lambda d: {**d, "samples": [{**s, "cached": None, "latency_s": None} for s in d["samples"]]}  # noqa: E731
+    assert [strip(r) for r in lines(one)] == [strip(r) for r in lines(two)]
