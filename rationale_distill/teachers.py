@@ -103,6 +103,7 @@ class LiteLLMTeacher(Teacher):
         self.native_n = self.provider in NATIVE_N_PROVIDERS if native_n is None else native_n
         self.price = price
         self.params = params
+        self._price_unknown = self._response_price_unknown = False  # remembered: each failed lookup raises
 
     def identity(self) -> dict:
         return {"model": self.model, "api_base": self.api_base}
@@ -151,8 +152,10 @@ class LiteLLMTeacher(Teacher):
         usage = {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
                  "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}  # fmt: skip
         cost = self.cost_of(usage["prompt_tokens"], usage["completion_tokens"])
-        if cost is None:
+        if cost is None and not self._response_price_unknown:
+            # The response names the dated model (claude-3-5-haiku-20241022 for ...-latest), which may have a price.
             cost = litellm_cost(response)
+            self._response_price_unknown = cost is None
         return Completion(choices=choices, usage=usage, cost=cost)
 
     def count_tokens(self, messages: list[dict]) -> int:
@@ -168,12 +171,15 @@ class LiteLLMTeacher(Teacher):
             return super().cost_of(prompt_tokens, completion_tokens)
         if self.provider in _custom_providers():
             return 0.0  # a local model behind a custom provider costs nothing per token
+        if self._price_unknown:
+            return None
         import litellm
 
         try:
             inp, out = litellm.cost_per_token(model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
             return inp + out
         except Exception:  # noqa: BLE001 - a model LiteLLM has no price for: cost unknown, use --price
+            self._price_unknown = True
             return None
 
 
@@ -182,7 +188,7 @@ def litellm_cost(response) -> float | None:
 
     try:
         return float(litellm.completion_cost(completion_response=response))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no price for this model either
         return None
 
 

@@ -5,7 +5,8 @@ requests per second the event loop, not the provider, is the limit. ``--workers 
 LiteLLM is imported (each starts warm), gives each a shard of the calls, and lets each run the ordinary
 ``run_calls`` loop with ``--concurrency`` requests in flight. Each worker appends to its own journal segment; the
 parent reads the successes back from the shared cache and the failures and counts from a queue, so the result is
-exactly what one process would have written. ``--max-cost`` is split evenly between the workers.
+exactly what one process would have written. ``--concurrency``, ``--rpm``, ``--tpm`` and ``--max-cost`` stay totals
+for the whole run: each worker gets an even share.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ class _Ticker:
         pass
 
 
+def _fresh_http_clients() -> None:
+    """Forget the HTTP clients inherited from the parent. LiteLLM caches clients per event loop, and a child's new loop
+    can reuse the id of the parent's old one: two processes would then share pooled keep-alive sockets, and a
+    response could be read by the wrong process (a request that never completes)."""
+    import litellm
+    from litellm.caching.llm_caching_handler import LLMClientCache
+
+    litellm.in_memory_llm_clients_cache = LLMClientCache()
+
+
 def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
     import litellm  # noqa: F401 - imported once here, inherited by every forked worker
 
@@ -38,11 +49,15 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
 
     n = config.workers
     shards = [calls[i::n] for i in range(n)]
-    worker_config = replace(config, max_cost=None if config.max_cost is None else config.max_cost / n)
+    # --concurrency, --rpm, --tpm and --max-cost are totals for the run: each worker gets its share.
+    worker_config = replace(config, concurrency=max(1, -(-config.concurrency // n)),
+                            rpm=None if config.rpm is None else config.rpm / n, tpm=None if config.tpm is None else config.tpm / n,
+                            max_cost=None if config.max_cost is None else config.max_cost / n)  # fmt: skip
     ctx = mp.get_context("fork")
     q = ctx.Queue()
 
     def work(i: int) -> None:
+        _fresh_http_clients()
         local, mine = Stats(), shards[i]
         journal = Store(store.root, load=False)
         try:
