@@ -63,7 +63,7 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
     _, report = rd.build(str(sub), rd.BuildConfig(records=str(sub), out=str(data), mode=METHODS[method],
                                                    validation_fraction=0.0, test_fraction=0.0, seed=seed))  # fmt: skip
     student = work / f"student-{method}-{fraction}-{seed}"
-    rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=3, batch_size=8,
+    rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=2, batch_size=8,
                             learning_rate=5e-4, max_length=96, seed=seed, eval_split="none", save_strategy="no"))  # fmt: skip
     evaluation = rd.evaluate(rd.EvalConfig(student=str(student), data=test_data, label_field="answer", latency_samples=1))
     shutil.rmtree(student, ignore_errors=True)

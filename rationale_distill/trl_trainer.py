@@ -90,17 +90,19 @@ def task_token_counts(labels: torch.Tensor, task_ids: torch.Tensor, n_tasks: int
 
 
 def multitask_loss(logits, labels, task_ids, weights, counts) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """sum_t weights[t] * (sum of task-t token losses) / counts[t]; returns (loss, per-task mean losses)."""
-    logits = logits[:, :-1, :]  # (B, T-1, V): position i predicts token i+1
-    targets = labels[:, 1:]  # (B, T-1)
-    token_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                 ignore_index=-100, reduction="none").view(targets.shape)  # fmt: skip
-    valid = targets != -100
+    """sum_t weights[t] * (sum of task-t token losses) / counts[t]; returns (loss, per-task mean losses).
+
+    Labels are shifted, not logits (slicing logits would copy the whole (B, T, V) tensor), and the cross-entropy is
+    computed only at completion positions: prompt and padding positions never reach the softmax."""
+    targets = F.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T): position i predicts token i+1
+    valid = targets != -100  # (B, T)
+    token_loss = F.cross_entropy(logits[valid].float(), targets[valid], reduction="none")  # (N,) completion tokens
+    token_task = task_ids[:, None].expand_as(targets)[valid]  # (N,)
     loss = token_loss.new_zeros(())
     parts = []
     for t, weight in enumerate(weights):
-        selected = valid & (task_ids == t)[:, None]
-        total = (token_loss * selected).sum()
+        selected = token_task == t
+        total = token_loss[selected].sum()
         loss = loss + weight * total / counts[t].clamp(min=1)
         parts.append((total / selected.sum().clamp(min=1)).detach())
     return loss, parts
