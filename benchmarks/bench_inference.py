@@ -1,0 +1,93 @@
+"""Student vs teacher inference on the embedded default (run `rdistill demo` first; it trains the student).
+
+    python benchmarks/bench_inference.py [--student runs/demo/student] [--n 32]
+
+teacher  Gemma 3 270M with the engineered few-shot chain-of-thought prompt (`lookup-cot`): it writes the rationale,
+         then the answer (greedy, up to 24 new tokens, stops at the end of its answer line)
+student  the distilled student: the same model + LoRA, asked with the label prefix only; it writes the answer
+Both run in this process through the same `transformers` generate loop, on the same held-out questions: latency
+per answer at batch 1, and throughput at batch 16. Results go to benchmarks/results/inference.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def measure(model, tokenizer, prompts: list[str], max_new: int, stop: list[str] | None) -> dict:
+    import torch
+
+    model.eval()
+    tokenizer.padding_side = "left"
+    kwargs = {"max_new_tokens": max_new, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    if stop:
+        kwargs.update(stop_strings=stop, tokenizer=tokenizer)
+
+    def run(batch):
+        enc = tokenizer(batch, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            return model.generate(**enc, **kwargs), enc["input_ids"].shape[1]
+
+    run(prompts[:1])  # warm-up
+    single = []
+    for p in prompts[:16]:
+        started = time.perf_counter()
+        run([p])
+        single.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    new_tokens = 0
+    for i in range(0, len(prompts), 16):
+        out, width = run(prompts[i : i + 16])
+        new_tokens += int((out[:, width:] != tokenizer.pad_token_id).sum())
+    batched = time.perf_counter() - started
+    return {"latency_s": statistics.mean(single), "throughput_per_s": len(prompts) / batched,
+            "prompt_tokens": statistics.mean(len(tokenizer(p)["input_ids"]) for p in prompts),
+            "new_tokens_per_answer": new_tokens / len(prompts)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--student", default="runs/demo/student")
+    parser.add_argument("--n", type=int, default=32)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from rationale_distill.pipeline import demo_config
+    from rationale_distill.plugins import load_plugins
+    from rationale_distill.prompts import resolve_prompt
+    from rationale_distill.student import load_model
+
+    if not (Path(args.student) / "rdistill_train.json").is_file():
+        raise SystemExit(f"{args.student}: no trained student; run `rdistill demo` first (or pass --student)")
+    rows = [json.loads(x) for x in Path(demo_config().test_data).read_text().splitlines()][: args.n]
+    spec = resolve_prompt(load_plugins(), "lookup-cot")
+    teacher_prompts = [spec.render({**r, "input": r["question"]})[0][0]["content"] for r in rows]
+    student_prompts = [f"[label] Q: {r['question']}\nA:" for r in rows]
+
+    teacher_model, tok = load_model("gemma-3-270m")
+    teacher = measure(teacher_model, tok, teacher_prompts, 24, list(spec.stop))
+    del teacher_model
+    student_model, tok = load_model(args.student)
+    student = measure(student_model, tok, student_prompts, 16, None)
+
+    speedup = teacher["latency_s"] / student["latency_s"]
+    throughput = student["throughput_per_s"] / teacher["throughput_per_s"]
+    lines = ["| | latency per answer (s, batch 1) | answers/s (batch 16) | prompt tokens | new tokens per answer |", "|---|---|---|---|---|"]
+    for name, r in (("teacher (prompted)", teacher), ("student (distilled)", student)):
+        lines.append(f"| {name} | {r['latency_s']:.3f} | {r['throughput_per_s']:.2f} | {r['prompt_tokens']:.0f} | {r['new_tokens_per_answer']:.1f} |")
+    lines += ["", f"student vs teacher: {speedup:.1f}x lower latency, {throughput:.1f}x the throughput ({args.n} held-out questions, {os.cpu_count()} CPU cores)"]
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "inference.json").write_text(json.dumps({"teacher": teacher, "student": student, "n": args.n}, indent=2) + "\n")
+    (RESULTS / "inference.md").write_text(f"# Student vs teacher inference\n\n`python benchmarks/bench_inference.py`\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
