@@ -14,7 +14,10 @@ from pathlib import Path
 from .config import option, to_dict
 from .errors import UsageError
 from .parsing import ParseFailure, answer_marker, normalize
-from .records import read_records
+from .prompts import PromptSpec
+from .records import TeacherRecord, read_records
+
+_MARKER = PromptSpec(name="answer marker", template="{input}")  # the default "So the answer is" marker
 
 
 @dataclass
@@ -70,32 +73,26 @@ def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
                 continue
             prompt = row["prompt"] if "prompt" in row else row["messages"][0]["content"]
             completion = row["completion"] if "prompt" in row else row["messages"][-1]["content"]
-            gold = _answer(completion, answer_type, meta)
+            gold = _answer(completion, answer_type)
             examples.append(Example(prompt[len(prefix) :] if prompt.startswith(prefix) else prompt, prompt, gold))
     elif path.is_file():
-        template = student_input.get("template") or "{input}"
+        from .default_plugins.loaders import load_jsonl
+
+        student_spec = PromptSpec(name="student input", template=student_input.get("template") or "{input}")
         input_field = config.input_field or student_input.get("input_field")
         examples = []
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UsageError(f"{data}:{lineno}: malformed JSON line") from None
+        for lineno, row in load_jsonl(path):
+            where = f"{data}:{lineno}"
             fields = dict(row)
             if input_field:
                 if input_field not in row:
-                    raise UsageError(f"{data}:{lineno}: --input-field {input_field!r} is not in the row")
+                    raise UsageError(f"{where}: --input-field {input_field!r} is not in the row")
                 fields["input"] = row[input_field]
-            try:
-                x = template.format_map({k: str(v) for k, v in fields.items()})
-            except KeyError as exc:
-                raise UsageError(f"{data}:{lineno}: missing field {exc} for the input template {template!r}") from None
+            x = student_spec.render_input(fields, where)
             gold = None
             if config.label_field:
                 if config.label_field not in row:
-                    raise UsageError(f"{data}:{lineno}: --label-field {config.label_field!r} is not in the row")
+                    raise UsageError(f"{where}: --label-field {config.label_field!r} is not in the row")
                 gold = _normalize(str(row[config.label_field]), answer_type)
             examples.append(Example(x, prefix + x, gold))
     else:
@@ -112,13 +109,11 @@ def _normalize(text: str, answer_type: str) -> str | None:
         return None
 
 
-def _answer(text: str, answer_type: str, meta: dict) -> str | None:
+def _answer(text: str, answer_type: str) -> str | None:
     """The answer in a student output or a gold completion: after the answer marker if there is one, else the text."""
-    from .prompts import PromptSpec
-
     text = text.strip()
     try:
-        text = answer_marker(text, PromptSpec(name="eval", template="{input}")).raw_answer
+        text = answer_marker(text, _MARKER).raw_answer
     except ParseFailure:
         pass
     return _normalize(text, answer_type)
@@ -141,7 +136,7 @@ def evaluate(config: EvalConfig) -> dict:
     model, tokenizer = load_model(config.student, device=device)
     prompts = [e.prompt for e in examples]
     outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size, stop=None if full_response else "\n")
-    predictions = [_answer(o, answer_type, meta) for o in outputs]
+    predictions = [_answer(o, answer_type) for o in outputs]
     timed = prompts[: config.latency_samples]
     _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None)
 
@@ -188,7 +183,7 @@ def teacher_view(path: str, examples: list[Example]) -> dict:
     answers = [r.majority if r else None for r in matched]
     golds = [e.gold for e, r in zip(examples, matched) if r is not None]
     acc = score([r.majority for r in found], golds)
-    calls = [s for r in found for s in r.samples if s.text is not None and s.usage]
+    usage = records_summary(found)
     samples_per = statistics.mean(len(r.samples) for r in found)
     cost = sum(s.cost or 0.0 for r in found for s in r.samples) / len(found)
     return {
@@ -196,10 +191,21 @@ def teacher_view(path: str, examples: list[Example]) -> dict:
         "summary": {
             "teachers": sorted({s.teacher for r in found for s in r.samples}), "n_matched": len(found),
             "accuracy": acc["accuracy"], "samples_per_answer": samples_per,
-            "latency_s": round(statistics.mean(s.latency_s for s in calls), 4) if calls else None,
-            "prompt_tokens": round(statistics.mean(s.usage.get("prompt_tokens", 0) for s in calls), 1) if calls else None,
+            "latency_s": usage["latency_s"], "prompt_tokens": usage["prompt_tokens"],
             "cost_per_1k_usd": round(cost * 1000, 4),
         },
+    }  # fmt: skip
+
+
+def records_summary(records: list[TeacherRecord]) -> dict:
+    """Accuracy (majority vs gold), latency and prompt tokens per call of a generation run, from its records."""
+    graded = [r for r in records if r.label is not None]
+    calls = [s for r in records for s in r.samples if s.usage]  # usage sits on the first sample of each call
+    return {
+        "accuracy": sum(r.majority == r.label for r in graded) / len(graded) if graded else None,
+        "n": len(records),
+        "latency_s": round(statistics.mean(s.latency_s for s in calls), 4) if calls else None,
+        "prompt_tokens": round(statistics.mean(s.usage.get("prompt_tokens", 0) for s in calls), 1) if calls else None,
     }  # fmt: skip
 
 

@@ -151,7 +151,9 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
         if call.key in unique and unique[call.key] is not call:
             call.entry = unique[call.key].entry
 
-    records = assemble(spec, examples, calls, stats, plugins.parsers, sampling_params(spec, config), config.input_field)
+    # What each record says about its prompt: identity, sampling params, and how the student's input was made.
+    prompt_info = {**spec.identity(), "params": sampling_params(spec, config), "template": spec.template, "input_field": config.input_field}
+    records = assemble(spec, examples, calls, stats, plugins.parsers, prompt_info)
     if stats.made + stats.cached == 0 and stats.failed:
         reason, _ = stats.errors.most_common(1)[0]
         raise GenerationError(f"every request failed: {reason}")
@@ -412,8 +414,7 @@ class _progress:
 # --- records ----------------------------------------------------------------------------------------
 
 
-def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats: Stats, parsers, params: dict,
-             input_field: str | None = None) -> list[TeacherRecord]:
+def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats: Stats, parsers, prompt_info: dict) -> list[TeacherRecord]:
     by_row: dict[int, list[Call]] = {}
     for call in calls:
         by_row.setdefault(call.row_index, []).append(call)
@@ -424,7 +425,7 @@ def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats
             parser = parsers.get(call.teacher.parser or spec.parser)
             samples.extend(samples_from(call, spec, parser, stats))
         record = TeacherRecord(id=ex.id, row=ex.row, input="\n\n".join(p.text for p in ex.parts if p.part == "input"),
-                               label=ex.label, prompt={**spec.identity(), "params": params, "template": spec.template, "input_field": input_field}, messages=ex.messages, parts=ex.parts,
+                               label=ex.label, prompt=prompt_info, messages=ex.messages, parts=ex.parts,
                                samples=samples)  # fmt: skip
         record.vote()
         records.append(record)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,9 +26,8 @@ from .config import build as build_config
 from .config import load_yaml, to_dict
 from .dataset import BuildConfig, build
 from .errors import UsageError
-from .evaluate import EvalConfig, evaluate
+from .evaluate import EvalConfig, evaluate, records_summary
 from .generate import GenerateConfig, generate
-from .records import TeacherRecord
 from .training import TrainConfig, train
 
 STAGES = ("generate", "build", "train", "eval")
@@ -165,18 +163,6 @@ def evaluate_with_baselines(run: RunConfig, gen: GenerateConfig, trn: TrainConfi
     found["teacher"] = report["teacher"]
     found["report"] = str(out / "report" / "report.md")
     return found
-
-
-def records_summary(records: list[TeacherRecord]) -> dict:
-    """Accuracy, latency and prompt tokens of a generation run, from its records."""
-    graded = [r for r in records if r.label is not None]
-    samples = [s for r in records for s in r.samples if s.usage]
-    return {
-        "accuracy": sum(r.majority == r.label for r in graded) / len(graded) if graded else None,
-        "n": len(records),
-        "latency_s": round(statistics.mean(s.latency_s for s in samples), 4) if samples else None,
-        "prompt_tokens": round(statistics.mean(s.usage.get("prompt_tokens", 0) for s in samples), 1) if samples else None,
-    }  # fmt: skip
 
 
 def demo_config(out: str = "runs/demo", quick: bool = False) -> RunConfig:

@@ -33,6 +33,7 @@ class Store:
         self.index: dict[str, dict] = {}
         self.torn_lines = 0
         self._fh = None
+        self._read: set[Path] = set()  # segments already in the index
         if load:  # a worker process that only appends need not read the whole cache
             self._load()
 
@@ -40,6 +41,9 @@ class Store:
         if not self.dir.is_dir():
             return
         for segment in sorted(self.dir.glob("calls-*.jsonl")):
+            if segment in self._read:
+                continue
+            self._read.add(segment)
             with segment.open(encoding="utf-8") as fh:
                 for line in fh:
                     try:
@@ -49,6 +53,10 @@ class Store:
                         continue
                     if entry.get("ok"):
                         self.index[entry["key"]] = entry
+
+    def refresh(self) -> None:
+        """Read the segments other processes wrote since this store was opened (worker processes, say)."""
+        self._load()
 
     def get(self, key: str) -> dict | None:
         return self.index.get(key)

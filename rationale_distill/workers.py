@@ -99,6 +99,6 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
-    merged = Store(store.root)  # every worker's successes, read back from their journal segments
+    store.refresh()  # every worker's successes, read back from their journal segments (only the new ones)
     for call in calls:
-        call.entry = merged.get(call.key) or failures.get(call.key) or {"ok": False, "error": "a worker process died"}
+        call.entry = store.get(call.key) or failures.get(call.key) or {"ok": False, "error": "a worker process died"}
