@@ -8,8 +8,11 @@
     `litellm.acompletion` loop under an asyncio.Semaphore, `litellm.batch_completion`, and a sequential
     `litellm.completion` loop (timed on its first 100 requests and extrapolated, or it would take minutes).
     Ours runs in one process and with one event loop per core (`--workers 2`); the request phase is reported apart
-    from start-up (loading rows, planning, writing records). bespokelabs-curator is run if it is installed.
-(c) cache replay: records/s on a full re-run of (b) (everything comes from the cache).
+    from start-up (loading rows, planning, writing records). bespokelabs-curator pins its own litellm, so it runs in
+    its own venv (`bash benchmarks/setup_curator.sh` makes .venv-curator; --curator-python points elsewhere), in a
+    subprocess against the same server, with both its LiteLLM and its aiohttp "openai" backend, its 200 requests/min
+    default raised; only its generation call is timed (not its import).
+(c) cache replay: records/s on a full re-run of (b) (everything comes from the cache), and curator's replay.
 Every number is measured in this run; results go to benchmarks/results/generation.{json,md}.
 """
 
@@ -103,23 +106,52 @@ def sequential(base: str, n: int, tag: str, sample: int = 100) -> float:
     return (time.perf_counter() - started) * n / sample
 
 
-def curator(base: str, n: int, concurrency: int, tag: str, backend: str) -> float | None:
-    try:
-        from bespokelabs import curator as bc
-    except ImportError:
+def curator(python: str | None, base: str, n: int, concurrency: int, tag: str, backend: str) -> dict | None:
+    """bespokelabs-curator in its own interpreter (see curator_child): seconds for the run and for its cached replay."""
+    if not python or not Path(python).is_file():
         return None
-    llm = bc.LLM(model_name="bench", backend=backend,
-                 backend_params={"base_url": base, "api_key": "EMPTY", "max_requests_per_minute": 1_000_000,
-                                 "max_tokens_per_minute": 1_000_000_000, "max_concurrent_requests": concurrency})  # fmt: skip
+    cmd = [python, __file__, "--curator-child", backend, base, str(n), str(concurrency), tag]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": "EMPTY"})
+    last = proc.stdout.strip().splitlines()[-1:] or [""]
+    if proc.returncode != 0 or not last[0].startswith("{"):
+        raise RuntimeError(f"curator ({backend}) failed with exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return json.loads(last[0])
+
+
+def curator_child(backend: str, base: str, n: int, concurrency: int, tag: str) -> None:
+    """Runs inside curator's venv: no rationale_distill there, only the standard library and curator."""
+    import importlib.util
+
+    os.environ.setdefault("TELEMETRY_ENABLED", "false")  # curator's posthog telemetry
+    # tiktoken would download cl100k_base; litellm ships that file under the name tiktoken's cache looks for
+    litellm_dir = Path(importlib.util.find_spec("litellm").origin).parent
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(litellm_dir / "litellm_core_utils" / "tokenizers"))
+    from bespokelabs import curator as bc
+
+    params = {"base_url": base, "api_key": "EMPTY", "max_requests_per_minute": 1_000_000,  # default 200 rpm: raised
+              "max_tokens_per_minute": 1_000_000_000, "max_concurrent_requests": concurrency}  # fmt: skip
+    prompts = [m[0]["content"] for m in messages(n, tag)]
+    work = tempfile.mkdtemp()
+    model = "bench" if backend == "openai" else MODEL
     started = time.perf_counter()
-    llm([m[0]["content"] for m in messages(n, tag)])
-    return time.perf_counter() - started
+    out = bc.LLM(model_name=model, backend=backend, backend_params=params)(prompts, working_dir=work)
+    run_s = time.perf_counter() - started
+    assert len(out.dataset) == n, len(out.dataset)
+    started = time.perf_counter()
+    bc.LLM(model_name=model, backend=backend, backend_params=params)(prompts, working_dir=work)
+    print(json.dumps({"run_s": run_s, "replay_s": time.perf_counter() - started}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--curator-python", default=str(Path(__file__).resolve().parents[1] / ".venv-curator" / "bin" / "python"),
+                        help="the python of a venv with bespokelabs-curator (made by benchmarks/setup_curator.sh)")  # fmt: skip
+    parser.add_argument("--curator-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.curator_child:
+        backend, base, n, conc, tag = args.curator_child
+        return curator_child(backend, base, int(n), int(conc), tag)
     na, nb = (200, 400) if args.quick else (1000, 2000)
     conc = 64
     import litellm  # noqa: F401 - imported once up front: start-up cost is not what is measured below
@@ -147,19 +179,20 @@ def main() -> None:
         two = ours(base, nb, conc, "two", workers=2)
         batch = batch_completion(base, nb, conc, "batch")
         seq = sequential(base, nb, "seq")
-        cur_lite = curator(base, nb, conc, "cur-litellm", "litellm")
-        cur_http = curator(base, nb, conc, "cur-openai", "openai")
+        cur_lite = curator(args.curator_python, base, nb, conc, "cur-litellm", "litellm")
+        cur_http = curator(args.curator_python, base, nb, conc, "cur-openai", "openai")
         replay = ours(base, nb, conc, "one", cache=one["cache"])
         assert replay["made"] == 0
         results["b"] = {"n": nb, "latency": 0.1, "ideal_s": ideal, "bare_async_s": bare, "batch_completion_s": batch,
                         "sequential_s_extrapolated": seq, "curator_litellm_s": cur_lite, "curator_openai_s": cur_http,
                         "ours_1_process": one, "ours_2_workers": two}  # fmt: skip
-        results["c"] = {"records_per_s": nb / replay["total_s"], "total_s": replay["total_s"]}
+        results["c"] = {"records_per_s": nb / replay["total_s"], "total_s": replay["total_s"],
+                        "curator_records_per_s": {k: nb / v["replay_s"] for k, v in (("litellm", cur_lite), ("openai", cur_http)) if v}}  # fmt: skip
         baselines = {"bare acompletion loop": bare, "litellm.batch_completion": batch, "sequential loop (extrapolated)": seq}
         if cur_lite is not None:
-            baselines["curator (litellm backend)"] = cur_lite
+            baselines["curator (litellm backend)"] = cur_lite["run_s"]
         if cur_http is not None:
-            baselines["curator (openai/aiohttp backend)"] = cur_http
+            baselines["curator (openai/aiohttp backend)"] = cur_http["run_s"]
         for name, value in baselines.items():
             rows.append((f"(b) {name}", value, value / ideal, value / bare))
         rows.append(("(b) ours, 1 process", one["request_s"], one["request_s"] / ideal, one["request_s"] / bare))
@@ -179,10 +212,11 @@ def main() -> None:
     for name, secs, vs_ideal, vs_bare in rows:
         lines.append(f"| {name} | {secs:.2f} | {vs_ideal:.2f} | {'-' if vs_bare is None else f'{vs_bare:.2f}'} |")
     lines += ["", f"(b) start-up outside the request phase: 1 process {one['startup_s']:.2f} s, 2 workers {two['startup_s']:.2f} s",
-              f"(c) cache replay of (b): {results['c']['records_per_s']:,.0f} records/s", "",
+              f"(c) cache replay of (b): {results['c']['records_per_s']:,.0f} records/s"
+              + "".join(f"; curator ({k}) {v:,.0f} records/s" for k, v in results["c"]["curator_records_per_s"].items()), "",
               "Targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in results["targets"].items())]  # fmt: skip
     if cur_lite is None:
-        lines.append("bespokelabs-curator is not installed: its rows are missing (pip install bespokelabs-curator)")
+        lines.append(f"bespokelabs-curator rows are missing: no {args.curator_python} (run: bash benchmarks/setup_curator.sh)")
     text = "\n".join(lines)
     print(text)
     if not args.quick:

@@ -2,6 +2,7 @@
 
     python benchmarks/data_efficiency.py --seeds 3          # about 20 minutes per seed on 2 CPU cores
     python benchmarks/data_efficiency.py --plot-only        # redraw from what is done
+    python benchmarks/data_efficiency.py --lambdas 0,0.25,4 --fractions 0.125,0.25   # the lambda sweep (multi-task)
 
 Teacher: the demo's prompted Gemma 3 270M, 4 samples per question over all 200 training questions (cached: a
 re-run makes no teacher call). Students: Gemma 3 270M + LoRA trained with label-only (standard distillation),
@@ -9,6 +10,9 @@ single-task (rationale and answer in one target) and multi-task (ours: [label] a
 25%, 50% and 100% of the examples that kept a correct rationale (the same subset for every method at a given
 seed), same hyper-parameters, then scored on the 100 held-out questions. Each finished run is appended to
 benchmarks/results/data_efficiency.jsonl and skipped on a re-run, so the experiment resumes after an interruption.
+The lambda sweep trains multi-task students with other weights on the rationale loss (L = L_label + lambda *
+L_rationale; lambda = 0 keeps the [label]/[rationale] rows and their prefixes but learns nothing from rationales, a
+control for the prefixes and the doubled row count) into data_efficiency_lambda.{jsonl,md}.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "data_efficiency.jsonl"
+LAMBDA_RUNS = RESULTS / "data_efficiency_lambda.jsonl"
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 METHODS = {"label-only": "label-only", "single-task": "single-task", "multi-task": "rationale"}
 
@@ -55,7 +60,7 @@ def subset(records_path: Path, fraction: float, seed: int, work: Path) -> Path:
     return path
 
 
-def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path) -> dict:
+def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path, rationale_weight: float = 1.0) -> dict:
     import rationale_distill as rd
 
     sub = subset(records, fraction, seed, work)
@@ -64,7 +69,8 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
                                                    validation_fraction=0.0, test_fraction=0.0, seed=seed))  # fmt: skip
     student = work / f"student-{method}-{fraction}-{seed}"
     rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=2, batch_size=8,
-                            learning_rate=5e-4, max_length=96, seed=seed, eval_split="none", save_strategy="no"))  # fmt: skip
+                            learning_rate=5e-4, max_length=96, seed=seed, eval_split="none", save_strategy="no",
+                            rationale_weight=rationale_weight))  # fmt: skip
     evaluation = rd.evaluate(rd.EvalConfig(student=str(student), data=test_data, label_field="answer", latency_samples=1))
     shutil.rmtree(student, ignore_errors=True)
     return {"method": method, "fraction": fraction, "seed": seed, "examples": report["examples_kept"],
@@ -122,11 +128,39 @@ def plot(teacher_acc: float | None) -> None:
     print(teacher)
 
 
+def lambda_table() -> None:
+    """multi-task accuracy by lambda and fraction (lambda = 1 and label-only from the main runs, same seeds)."""
+    runs = [json.loads(x) for x in LAMBDA_RUNS.read_text().splitlines()]
+    main_runs = [json.loads(x) for x in RUNS.read_text().splitlines()] if RUNS.is_file() else []
+    fractions = sorted({r["fraction"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    rows = [("label-only", [r for r in main_runs if r["method"] == "label-only"])]
+    for lam in sorted({r["lambda"] for r in runs} | {1.0}):
+        pool = runs if lam != 1.0 else [r for r in main_runs if r["method"] == "multi-task"]
+        rows.append((f"multi-task, lambda = {lam:g}", [r for r in pool if r.get("lambda", 1.0) == lam]))
+    lines = ["| student | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
+    for name, pool in rows:
+        cells = []
+        for f in fractions:
+            accs = [100 * r["accuracy"] for r in pool if r["fraction"] == f and r["seed"] in seeds]
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cells.append(f"{statistics.mean(accs):.1f} ± {sd:.1f} (n={len(accs)})" if accs else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    cmd = f"python benchmarks/data_efficiency.py --lambdas {','.join(f'{x:g}' for x in sorted({r['lambda'] for r in runs}))} " \
+          f"--fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"  # fmt: skip
+    (RESULTS / "data_efficiency_lambda.md").write_text(
+        f"# Lambda sweep (multi-task, test accuracy %, mean ± std over seeds {seeds})\n\n`{cmd}`\n\n{table}\n")
+    print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "rdistill-data-efficiency"))
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--lambdas", help="comma-separated rationale weights: run the lambda sweep (multi-task only)")
+    parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="comma-separated data fractions")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(exist_ok=True)
@@ -141,8 +175,23 @@ def main() -> None:
 
     test_data = demo_config().test_data
     done = {(r["method"], r["fraction"], r["seed"]) for r in map(json.loads, RUNS.read_text().splitlines())} if RUNS.is_file() else set()
+    fractions = [float(x) for x in args.fractions.split(",")]
+    if args.lambdas:
+        lambdas = [float(x) for x in args.lambdas.split(",")]
+        done = {(r["lambda"], r["fraction"], r["seed"]) for r in map(json.loads, LAMBDA_RUNS.read_text().splitlines())} if LAMBDA_RUNS.is_file() else set()
+        for seed in range(args.seeds):
+            for fraction in fractions:
+                for lam in lambdas:
+                    if (lam, fraction, seed) in done:
+                        continue
+                    result = {**one_run("multi-task", fraction, seed, records, test_data, work, rationale_weight=lam), "lambda": lam}
+                    print(json.dumps(result), flush=True)
+                    with LAMBDA_RUNS.open("a") as fh:
+                        fh.write(json.dumps(result) + "\n")
+            lambda_table()
+        return
     for seed in range(args.seeds):
-        for fraction in FRACTIONS:
+        for fraction in fractions:
             for method in METHODS:
                 if (method, fraction, seed) in done:
                     continue

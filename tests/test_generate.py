@@ -231,3 +231,14 @@ def test_worker_processes_give_the_same_records_and_share_the_cache(server, tmp_
     assert cli(*gen_args(server, data, one, "--samples", "2", "--cache-dir", tmp_path / "c1"))[0] == 0
     strip = lambda d: {**d, "samples": [{**s, "cached": None, "latency_s": None} for s in d["samples"]]}  # noqa: E731
     assert [strip(r) for r in lines(one)] == [strip(r) for r in lines(two)]
+
+
+def test_fake_server_answers_an_empty_message_list_with_a_400_like_openai(server):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{server.base_url}/chat/completions", data=json.dumps({"model": "m", "messages": []}).encode(),
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 400 and json.load(err.value)["error"]["type"] == "invalid_request_error"

@@ -125,6 +125,8 @@ class FakeOpenAI:
         model = body.get("model", "")
         if self.models is not None and model not in self.models:
             return self._error(web, 404, "model_not_found", f"The model `{model}` does not exist")
+        if not body.get("messages"):  # as OpenAI answers it (curator probes rate-limit headers this way)
+            return self._error(web, 400, "invalid_request_error", "[] is too short - 'messages'")
         if f.latency:
             await asyncio.sleep(f.latency)
         edges = [f.rate_429, f.rate_500, f.rate_hang, f.rate_malformed]
