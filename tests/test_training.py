@@ -145,6 +145,14 @@ def test_gradient_accumulation_matches_one_big_batch(workspace, tmp_path):
     assert abs(log(big)[0]["loss"] - log(acc)[0]["loss"]) < 1e-4
 
 
+def test_same_seed_twice_gives_identical_weights_and_another_seed_does_not(workspace, tmp_path):
+    common = dict(data=str(workspace / "data"), student=str(workspace / "tiny"), max_steps=3, learning_rate=1e-2,
+                  eval_split="none", save_strategy="no", logging_steps=1)  # fmt: skip
+    runs = [weights(train(TrainConfig(**common, out=str(tmp_path / f"s{i}"), seed=seed))) for i, seed in enumerate((7, 7, 8))]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
 def test_yaml_config_maps_onto_the_dataclass_and_resume(workspace, tmp_path, cli):
     cfg = tmp_path / "train.yaml"
     cfg.write_text(f"student: {workspace / 'tiny'}\nepochs: 2\nbatch_size: 8\nrationale_weight: 0.5\nsave_strategy: epoch\n")
