@@ -24,20 +24,30 @@ def table(title: str, rows: list[tuple], columns=("", "")):
     return t
 
 
+def add_stage_arguments(parser, config_cls) -> None:
+    """A stage's flags come from its config dataclass, plus --config for a YAML file of the same settings."""
+    add_arguments(parser, config_cls)
+    parser.add_argument("--config", help=f"a YAML file of {config_cls.__name__} settings; flags override it")
+
+
+def stage_config(config_cls, args):
+    """The YAML file's settings (if --config), then the flags given on top of them."""
+    return from_args(config_cls, args, load_yaml(args.config) if args.config else None)
+
+
 # --- generate ---------------------------------------------------------------------------------------
 
 
 def configure_generate(parser):
     from ..generate import GenerateConfig
 
-    add_arguments(parser, GenerateConfig)
-    parser.add_argument("--config", help="a YAML file of GenerateConfig settings; flags override it")
+    add_stage_arguments(parser, GenerateConfig)
 
 
 def run_generate(args, plugins) -> int:
     from ..generate import GenerateConfig, generate
 
-    config = from_args(GenerateConfig, args, load_yaml(args.config) if args.config else None)
+    config = stage_config(GenerateConfig, args)
     if not config.out and not config.dry_run:
         raise UsageError("--out is required (the teacher-records JSONL to write), or pass --dry-run")
     result = generate(config, plugins=plugins, progress=True)
@@ -76,14 +86,13 @@ def summary_table(stats, out):
 def configure_build(parser):
     from ..dataset import BuildConfig
 
-    add_arguments(parser, BuildConfig)
-    parser.add_argument("--config", help="a YAML file of BuildConfig settings; flags override it")
+    add_stage_arguments(parser, BuildConfig)
 
 
 def run_build(args, plugins) -> int:
     from ..dataset import BuildConfig, build
 
-    config = from_args(BuildConfig, args, load_yaml(args.config) if args.config else None)
+    config = stage_config(BuildConfig, args)
     if not config.out:
         raise UsageError("--out is required (the dataset folder to write)")
     _, report = build(config.records, config, plugins=plugins)
@@ -102,8 +111,7 @@ def run_build(args, plugins) -> int:
 def configure_train(parser):
     from ..training import TrainConfig
 
-    add_arguments(parser, TrainConfig)
-    parser.add_argument("--config", help="a YAML file whose keys are TrainConfig fields; flags override it")
+    add_stage_arguments(parser, TrainConfig)
 
 
 def run_train(args, plugins) -> int:
@@ -112,7 +120,7 @@ def run_train(args, plugins) -> int:
 
     from ..training import TrainConfig, train
 
-    config = from_args(TrainConfig, args, load_yaml(args.config) if args.config else None)
+    config = stage_config(TrainConfig, args)
     out = train(config, plugins=plugins)
     meta = json.loads((Path(out) / "rdistill_train.json").read_text())
     losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
