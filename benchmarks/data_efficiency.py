@@ -84,26 +84,41 @@ def teacher_accuracy(path: Path) -> float:
     return sum(r.majority == r.label for r in records) / len(records)
 
 
+def read_runs(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+def mean_sd(accs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds, in percent."""
+    return 100 * statistics.mean(accs), 100 * statistics.stdev(accs) if len(accs) > 1 else 0.0
+
+
+def cell(accs: list[float]) -> str:
+    if not accs:
+        return "-"
+    mean, sd = mean_sd(accs)
+    return f"{mean:.1f} ± {sd:.1f} (n={len(accs)})"
+
+
 def plot(teacher_acc: float | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [json.loads(x) for x in RUNS.read_text().splitlines()] if RUNS.is_file() else []
+    runs = read_runs(RUNS)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     lines = ["| method | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in FRACTIONS) + " |", "|---|" + "---|" * len(FRACTIONS)]
     for method, color in zip(METHODS, ("#636363", "#fd8d3c", "#2b8cbe")):
         xs, ys, errs, cells = [], [], [], []
         for f in FRACTIONS:
             accs = [r["accuracy"] for r in runs if r["method"] == method and r["fraction"] == f]
+            cells.append(cell(accs))
             if accs:
+                mean, sd = mean_sd(accs)
                 xs.append(f)
-                ys.append(100 * statistics.mean(accs))
-                errs.append(100 * statistics.stdev(accs) if len(accs) > 1 else 0)
-                cells.append(f"{ys[-1]:.1f} ± {errs[-1]:.1f} (n={len(accs)})")
-            else:
-                cells.append("-")
+                ys.append(mean)
+                errs.append(sd)
         if xs:
             ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=color, label=method)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -130,8 +145,7 @@ def plot(teacher_acc: float | None) -> None:
 
 def lambda_table() -> None:
     """multi-task accuracy by lambda and fraction (lambda = 1 and label-only from the main runs, same seeds)."""
-    runs = [json.loads(x) for x in LAMBDA_RUNS.read_text().splitlines()]
-    main_runs = [json.loads(x) for x in RUNS.read_text().splitlines()] if RUNS.is_file() else []
+    runs, main_runs = read_runs(LAMBDA_RUNS), read_runs(RUNS)
     fractions = sorted({r["fraction"] for r in runs})
     seeds = sorted({r["seed"] for r in runs})
     rows = [("label-only", [r for r in main_runs if r["method"] == "label-only"])]
@@ -140,11 +154,7 @@ def lambda_table() -> None:
         rows.append((f"multi-task, lambda = {lam:g}", [r for r in pool if r.get("lambda", 1.0) == lam]))
     lines = ["| student | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
     for name, pool in rows:
-        cells = []
-        for f in fractions:
-            accs = [100 * r["accuracy"] for r in pool if r["fraction"] == f and r["seed"] in seeds]
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            cells.append(f"{statistics.mean(accs):.1f} ± {sd:.1f} (n={len(accs)})" if accs else "-")
+        cells = [cell([r["accuracy"] for r in pool if r["fraction"] == f and r["seed"] in seeds]) for f in fractions]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     cmd = f"python benchmarks/data_efficiency.py --lambdas {','.join(f'{x:g}' for x in sorted({r['lambda'] for r in runs}))} " \
@@ -174,33 +184,27 @@ def main() -> None:
     from rationale_distill.pipeline import demo_config
 
     test_data = demo_config().test_data
-    done = {(r["method"], r["fraction"], r["seed"]) for r in map(json.loads, RUNS.read_text().splitlines())} if RUNS.is_file() else set()
     fractions = [float(x) for x in args.fractions.split(",")]
+    # One grid either way: the methods (lambda None: the default weight), or multi-task at each swept lambda.
     if args.lambdas:
-        lambdas = [float(x) for x in args.lambdas.split(",")]
-        done = {(r["lambda"], r["fraction"], r["seed"]) for r in map(json.loads, LAMBDA_RUNS.read_text().splitlines())} if LAMBDA_RUNS.is_file() else set()
-        for seed in range(args.seeds):
-            for fraction in fractions:
-                for lam in lambdas:
-                    if (lam, fraction, seed) in done:
-                        continue
-                    result = {**one_run("multi-task", fraction, seed, records, test_data, work, rationale_weight=lam), "lambda": lam}
-                    print(json.dumps(result), flush=True)
-                    with LAMBDA_RUNS.open("a") as fh:
-                        fh.write(json.dumps(result) + "\n")
-            lambda_table()
-        return
+        variants, path = [("multi-task", float(x)) for x in args.lambdas.split(",")], LAMBDA_RUNS
+        report = lambda_table
+    else:
+        variants, path = [(m, None) for m in METHODS], RUNS
+        report = lambda: plot(teacher_accuracy(test_records))  # noqa: E731
+    done = {(r["method"], r.get("lambda"), r["fraction"], r["seed"]) for r in read_runs(path)}
     for seed in range(args.seeds):
         for fraction in fractions:
-            for method in METHODS:
-                if (method, fraction, seed) in done:
+            for method, lam in variants:
+                if (method, lam, fraction, seed) in done:
                     continue
-                result = one_run(method, fraction, seed, records, test_data, work)
+                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=1.0 if lam is None else lam)
+                if lam is not None:
+                    result["lambda"] = lam
                 print(json.dumps(result), flush=True)
-                with RUNS.open("a") as fh:
+                with path.open("a") as fh:
                     fh.write(json.dumps(result) + "\n")
-        plot(teacher_accuracy(test_records))
-
+        report()
 
 if __name__ == "__main__":
     main()
