@@ -188,7 +188,9 @@ def main() -> None:
         bare_async(base, 64, conc, "warm-up")
         # Every contender runs once per round, interleaved, and the median round counts: on a shared 2-core machine
         # one run of the same loop varies by up to 1.6x, and interleaving spreads any slow spell over all of them.
-        runs: dict[str, list] = {k: [] for k in ("bare", "one", "two", "batch", "cur_lite", "cur_http")}
+        # the seconds of each contender: a float, or this field of the dict it returns (None: curator not installed)
+        field = {"bare": None, "one": "request_s", "two": "request_s", "batch": None, "cur_lite": "run_s", "cur_http": "run_s"}
+        runs: dict[str, list] = {k: [] for k in field}
         for r in range(args.rounds):
             runs["bare"].append(bare_async(base, nb, conc, f"bare{r}"))
             runs["one"].append(ours(base, nb, conc, f"one{r}"))
@@ -196,20 +198,22 @@ def main() -> None:
             runs["batch"].append(batch_completion(base, nb, conc, f"batch{r}"))
             runs["cur_lite"].append(curator(args.curator_python, base, nb, conc, f"cur-litellm{r}", "litellm"))
             runs["cur_http"].append(curator(args.curator_python, base, nb, conc, f"cur-openai{r}", "openai"))
-            done = {k: v[-1] if not isinstance(v[-1], dict) else v[-1].get("request_s", v[-1].get("run_s")) for k, v in runs.items()}
-            print(f"(b) round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.2f} s" for k, v in done.items() if v is not None), file=sys.stderr)
+            last = {k: v[-1] if field[k] is None else v[-1][field[k]] for k, v in runs.items() if v[-1] is not None}
+            print(f"(b) round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.2f} s" for k, v in last.items()), file=sys.stderr)
         seq = sequential(base, nb, "seq")
         replay = ours(base, nb, conc, "one0", cache=runs["one"][0]["cache"])
         assert replay["made"] == 0
     finally:
         server.kill()
 
-    def med(key: str, field: str | None = None) -> float | None:
-        values = [v if field is None else v[field] for v in runs[key] if v is not None]
+    def med(key: str, of: str | None = None) -> float | None:
+        """Median over the rounds of the contender's seconds, or of another field (`of`) of what it returned."""
+        of = of or field[key]
+        values = [v if of is None else v[of] for v in runs[key] if v is not None]
         return statistics.median(values) if values else None
 
-    bare, one, two = med("bare"), med("one", "request_s"), med("two", "request_s")
-    cur_lite, cur_http = med("cur_lite", "run_s"), med("cur_http", "run_s")
+    bare, one, two = med("bare"), med("one"), med("two")
+    cur_lite, cur_http = med("cur_lite"), med("cur_http")
     results["b"] = {"n": nb, "latency": 0.1, "ideal_s": ideal, "rounds": args.rounds, "runs": runs, "median_s": {
         "bare_async": bare, "batch_completion": med("batch"), "sequential_extrapolated": seq, "curator_litellm": cur_lite,
         "curator_openai": cur_http, "ours_1_process": one, "ours_2_workers": two}}  # fmt: skip
@@ -231,7 +235,7 @@ def main() -> None:
         "b_workers_within_1.5x_ideal": two / ideal <= 1.5,
         "c_at_least_5000_records_per_s": results["c"]["records_per_s"] >= 5000,
     }
-    startup = {k: statistics.median(r["startup_s"] for r in runs[k]) for k in ("one", "two")}
+    startup = {k: med(k, "startup_s") for k in ("one", "two")}
 
     lines = ["| run | seconds | x ideal | x bare loop |", "|---|---|---|---|"]
     for name, secs, vs_ideal, vs_bare in rows:
