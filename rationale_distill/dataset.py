@@ -240,7 +240,9 @@ def make_report(config, records, rows, rejects, counts, kept) -> dict:
         "sampling_params": records[0].prompt.get("params", {}),
         # What evaluation needs to ask the student the way it was trained: the input template and the prefixes.
         "student_input": {"template": records[0].prompt.get("template"), "input_field": records[0].prompt.get("input_field"),
-                          "answer_type": records[0].prompt.get("answer_type", "text"),
+                          "answer_type": records[0].prompt.get("answer_type") or "text",
+                          "options": records[0].prompt.get("options"),
+                          "answer_type_source": records[0].prompt.get("answer_type_source", "prompt"),
                           "answer_prefix": config.label_prefix if config.mode == "rationale" else "",
                           "completion_prefix": config.completion_prefix if config.format == "prompt-completion" else ""},
         "samples_per_example": max(len(r.samples) for r in records),
@@ -269,6 +271,9 @@ def card(report: dict) -> str:
         f"- Teachers: {', '.join(f'`{t}`' for t in report['teachers'])}",
         "- Prompts: " + ", ".join(f"`{p['name']}` (sha256 `{(p['sha256'] or '')[:12]}`)" for p in report["prompts"]),
         f"- Sampling: {json.dumps(report['sampling_params'], sort_keys=True)}; up to {report['samples_per_example']} samples per example",
+        f"- Answers read as **{report['student_input']['answer_type']}**"
+        + (f" over {', '.join(report['student_input']['options'])}" if report["student_input"].get("options") else "")
+        + f" ({report['student_input'].get('answer_type_source', 'prompt')}); compared by value for numbers",
         f"- Teacher cost: ${report['teacher_cost_usd']:.4f}",
         f"- Filters, in order: {', '.join(c['filters'] or ['defaults'])}", "",
         "## Counts", "",

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from .config import option, to_dict
 from .errors import UsageError
-from .parsing import ParseFailure, answer_marker, normalize
+from .parsing import ParseFailure, extract, find_answer, normalize, same_answer
 from .prompts import PromptSpec
 from .records import TeacherRecord, read_records
 
-_MARKER = PromptSpec(name="answer marker", template="{input}")  # the default "So the answer is" marker
+_MARKER = "So the answer is"  # the default answer marker
 
 
 @dataclass
@@ -44,14 +44,16 @@ class Example:
     gold: str | None
 
 
-def score(predictions: list[str | None], golds: list[str | None], teacher: list[str | None] | None = None) -> dict:
-    """Accuracy against gold (over examples with a gold label) and agreement with the teacher (where it answered)."""
+def score(predictions: list[str | None], golds: list[str | None], teacher: list[str | None] | None = None,
+          answer_type: str = "text") -> dict:  # fmt: skip
+    """Accuracy against gold (over examples with a gold label) and agreement with the teacher (where it answered);
+    answers are compared as ``same_answer`` does (numbers by value)."""
     pairs = [(p, g) for p, g in zip(predictions, golds) if g is not None]
     result = {"n": len(predictions), "n_gold": len(pairs),
-              "accuracy": sum(p == g for p, g in pairs) / len(pairs) if pairs else None}  # fmt: skip
+              "accuracy": sum(same_answer(p, g, answer_type) for p, g in pairs) / len(pairs) if pairs else None}  # fmt: skip
     if teacher is not None:
         agree = [(p, t) for p, t in zip(predictions, teacher) if t is not None]
-        result["agreement"] = sum(p == t for p, t in agree) / len(agree) if agree else None
+        result["agreement"] = sum(same_answer(p, t, answer_type) for p, t in agree) / len(agree) if agree else None
         result["n_teacher"] = len(agree)
     return result
 
@@ -61,7 +63,7 @@ def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
     prefix = student_input.get("answer_prefix", "")
     data = config.data or meta["config"]["data"]
     path = Path(data)
-    answer_type = student_input.get("answer_type", "text")
+    answer_type, options = student_input.get("answer_type") or "text", student_input.get("options")
     if path.is_dir():
         rows_path = path / f"{config.split}.jsonl"
         if not rows_path.is_file():
@@ -73,7 +75,7 @@ def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
                 continue
             prompt = row["prompt"] if "prompt" in row else row["messages"][0]["content"]
             completion = row["completion"] if "prompt" in row else row["messages"][-1]["content"]
-            gold = _answer(completion, answer_type)
+            gold = _answer(completion, answer_type, options)
             examples.append(Example(prompt[len(prefix) :] if prompt.startswith(prefix) else prompt, prompt, gold))
     elif path.is_file():
         from .default_plugins.loaders import load_jsonl
@@ -93,7 +95,7 @@ def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
             if config.label_field:
                 if config.label_field not in row:
                     raise UsageError(f"{where}: --label-field {config.label_field!r} is not in the row")
-                gold = _normalize(str(row[config.label_field]), answer_type)
+                gold = _normalize(str(row[config.label_field]), answer_type, options)
             examples.append(Example(x, prefix + x, gold))
     else:
         raise UsageError(f"--data {data}: no such file or folder")
@@ -102,21 +104,25 @@ def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
     return examples[: config.limit] if config.limit else examples
 
 
-def _normalize(text: str, answer_type: str) -> str | None:
+def _normalize(text: str, answer_type: str, options=None) -> str | None:
     try:
-        return normalize(text, answer_type)
+        return normalize(text, answer_type, options)
     except ParseFailure:
         return None
 
 
-def _answer(text: str, answer_type: str) -> str | None:
-    """The answer in a student output or a gold completion: after the answer marker if there is one, else the text."""
+def _answer(text: str, answer_type: str, options=None) -> str | None:
+    """The answer in a student output or a gold completion: where a reader finds it (after the answer marker, in
+    \\boxed{}, ...), else the text itself read by its answer type."""
     text = text.strip()
     try:
-        text = answer_marker(text, _MARKER).raw_answer
+        return find_answer(text, _MARKER, answer_type, options)[2]
     except ParseFailure:
         pass
-    return _normalize(text, answer_type)
+    try:
+        return extract(text, answer_type, options)[1]
+    except ParseFailure:
+        return None
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -128,7 +134,8 @@ def evaluate(config: EvalConfig) -> dict:
         raise UsageError(f"{config.student}: not a student folder written by `rdistill train` (no rdistill_train.json)")
     meta = json.loads(meta_path.read_text())
     examples = load_examples(config, meta)
-    answer_type = meta["dataset"].get("student_input", {}).get("answer_type", "text")
+    student_input = meta["dataset"].get("student_input", {})
+    answer_type, options = student_input.get("answer_type") or "text", student_input.get("options")
     full_response = meta["dataset"]["config"]["mode"] in ("context", "single-task") and meta["dataset"]["config"].get("context_target", "response") == "response"
     max_new = config.max_new_tokens or (160 if full_response else 16)
 
@@ -136,13 +143,13 @@ def evaluate(config: EvalConfig) -> dict:
     model, tokenizer = load_model(config.student, device=device)
     prompts = [e.prompt for e in examples]
     outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size, stop=None if full_response else "\n")
-    predictions = [_answer(o, answer_type) for o in outputs]
+    predictions = [_answer(o, answer_type, options) for o in outputs]
     timed = prompts[: config.latency_samples]
     _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None)
 
     golds = [e.gold for e in examples]
     teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
-    student_scores = score(predictions, golds, teacher["answers"] if teacher else None)
+    student_scores = score(predictions, golds, teacher["answers"] if teacher else None, answer_type)
     prompt_tokens = [len(tokenizer(p)["input_ids"]) for p in prompts]
     report = {
         "config": to_dict(config),
@@ -182,7 +189,7 @@ def teacher_view(path: str, examples: list[Example]) -> dict:
         raise UsageError(f"--teacher-records {path}: none of its inputs match the evaluated examples")
     answers = [r.majority if r else None for r in matched]
     golds = [e.gold for e, r in zip(examples, matched) if r is not None]
-    acc = score([r.majority for r in found], golds)
+    acc = score([r.majority for r in found], golds, answer_type=found[0].prompt.get("answer_type") or "text")
     usage = records_summary(found)
     samples_per = statistics.mean(len(r.samples) for r in found)
     cost = sum(s.cost or 0.0 for r in found for s in r.samples) / len(found)

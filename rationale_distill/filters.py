@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .parsing import same_answer
 from .records import Sample, TeacherRecord
 
 
@@ -42,7 +43,7 @@ def agrees(**_):
     """The sample's answer equals the label source (gold label or majority vote)."""
 
     def check(c: Candidate, ctx: Context) -> str | None:
-        if c.sample.answer != ctx.target:
+        if not same_answer(c.sample.answer, ctx.target, c.record.prompt.get("answer_type") or "text"):
             return f"answer {c.sample.answer!r} disagrees with {ctx.target!r}"
         return None
 

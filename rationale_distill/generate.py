@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import option
 from .errors import BudgetExceeded, GenerationError, PluginError, TeacherError, UsageError
-from .parsing import ParseFailure, normalize, parse_sample
+from .parsing import ANSWER_TYPES, ParseFailure, infer_answer_type, normalize, parse_sample
 from .prompts import PromptSpec, resolve_prompt
 from .records import Sample, TeacherRecord, write_jsonl
 from .store import Store, call_key
@@ -34,6 +34,8 @@ class GenerateConfig:
     input_field: str | None = option(None, help="the row field that fills {input} in the prompt template")
     label_field: str | None = option(None, help="the row field holding the gold label, if any")
     id_field: str | None = option(None, help="the row field holding a stable example id (default: the line number)")
+    answer_type: str | None = option(None, help="text | number | choice: how answers are read and compared (default: the prompt's, else inferred from the gold labels)")
+    options: list[str] | None = option(None, flag="option", help="with --answer-type choice: one option (a letter or a label string)")
     samples: int = option(1, help="samples per input per teacher, for self-consistency voting")
     concurrency: int = option(16, help="requests in flight at once")
     rpm: float | None = option(None, help="requests per minute limit, all teachers together")
@@ -82,6 +84,7 @@ class Stats:
     cost: float = 0.0
     cost_unknown: int = 0
     wall_s: float = 0.0
+    answer_type: str = ""  # how answers are read, and where that came from
     errors: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
@@ -116,6 +119,7 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
     plugins = plugins or load_plugins()
     spec = resolve_prompt(plugins, config.prompt)
     rows = load_rows(plugins, config.data, config.limit)
+    spec, answer_type_source = settle_answer_type(spec, config, rows)
     teachers = [resolve_teacher(plugins, t, config) for t in config.teachers]
     if len({t.name for t in teachers}) != len(teachers):
         raise UsageError("--teacher: the same teacher is named twice; use --samples for more samples")
@@ -133,7 +137,8 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
         return Result(records=[], stats=Stats(inputs=len(examples), calls=len(calls)), dry_run=estimate(spec, config, calls))
 
     install_providers(plugins)
-    stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls))
+    stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls),
+                  answer_type=describe_answer_type(spec, answer_type_source))
     started = time.perf_counter()
     # Identical requests (a repeated input) are paid for once: run one call per key, share its entry.
     unique = {c.key: c for c in calls if not c.cached}
@@ -152,7 +157,8 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
             call.entry = unique[call.key].entry
 
     # What each record says about its prompt: identity, sampling params, and how the student's input was made.
-    prompt_info = {**spec.identity(), "params": sampling_params(spec, config), "template": spec.template, "input_field": config.input_field}
+    prompt_info = {**spec.identity(), "answer_type_source": answer_type_source, "params": sampling_params(spec, config),
+                   "template": spec.template, "input_field": config.input_field}  # fmt: skip
     records = assemble(spec, examples, calls, stats, plugins.parsers, prompt_info)
     if stats.made + stats.cached == 0 and stats.failed:
         reason, _ = stats.errors.most_common(1)[0]
@@ -199,6 +205,31 @@ def load_rows(plugins, path: str, limit: int | None = None) -> list[tuple[str, d
     return rows
 
 
+def settle_answer_type(spec: PromptSpec, config: GenerateConfig, rows) -> tuple[PromptSpec, str]:
+    """The answer type (and option set) this run reads answers with: --answer-type, else the prompt file's, else
+    inferred from the gold labels. Returns the spec to use and where the type came from."""
+    from dataclasses import replace
+
+    if config.answer_type is not None:
+        if config.answer_type not in ANSWER_TYPES:
+            raise UsageError(f"--answer-type {config.answer_type!r}: choose one of {', '.join(ANSWER_TYPES)}")
+        if config.options and config.answer_type != "choice":
+            raise UsageError("--option is for --answer-type choice")
+        return replace(spec, answer_type=config.answer_type, options=config.options or spec.options), "--answer-type"
+    if config.options:
+        return replace(spec, answer_type="choice", options=config.options), "--option"
+    if spec.answer_type is not None:
+        return spec, f"prompt {spec.name}"
+    labels = [row.get(config.label_field) for _, row in rows] if config.label_field else []
+    kind, options, why = infer_answer_type(labels)
+    return replace(spec, answer_type=kind, options=spec.options or options), f"inferred: {why}"
+
+
+def describe_answer_type(spec: PromptSpec, source: str) -> str:
+    options = f" over {', '.join(spec.options[:6])}{', ...' if len(spec.options) > 6 else ''}" if spec.options else ""
+    return f"{spec.answer_type}{options} ({source})"
+
+
 @dataclass
 class Example:
     id: str
@@ -222,7 +253,7 @@ def prepare_row(spec: PromptSpec, config: GenerateConfig, where: str, row: dict)
         if config.label_field not in row:
             raise UsageError(f"{where}: --label-field {config.label_field!r} is not in the row (fields: {', '.join(sorted(row))})")
         try:
-            label = normalize(row[config.label_field], spec.answer_type)
+            label = normalize(row[config.label_field], spec.answer_type, spec.options)
         except ParseFailure as exc:
             raise UsageError(f"{where}: gold label: {exc} (prompt answer_type is {spec.answer_type!r})") from None
     if config.id_field:

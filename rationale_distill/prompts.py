@@ -18,12 +18,12 @@ from typing import Any
 import yaml
 
 from .errors import UsageError
+from .parsing import ANSWER_TYPES
 from .records import Part
 
-ANSWER_TYPES = ("text", "number", "choice")
 FIELDS = {
     "name", "description", "format", "system", "instructions", "examples", "template", "response_template",
-    "parser", "answer_marker", "answer_type", "stop", "params", "demo_separator",
+    "parser", "answer_marker", "answer_type", "options", "stop", "params", "demo_separator",
 }  # fmt: skip
 
 
@@ -38,7 +38,8 @@ class PromptSpec:
     format: str = "chat"  # "chat": system/user/assistant messages; "text": one plain prompt for base models
     parser: str = "answer-marker"
     answer_marker: str = "So the answer is"
-    answer_type: str = "text"
+    answer_type: str | None = None  # None: inferred from the gold labels at generation time (else text)
+    options: list[str] | None = None  # the option set of a choice task (letters or label strings)
     stop: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
     description: str = ""
@@ -52,7 +53,7 @@ class PromptSpec:
 
     def identity(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "source": self.source, "answer_type": self.answer_type,
-                "parser": self.parser}  # fmt: skip
+                "options": self.options, "parser": self.parser}  # fmt: skip
 
     # --- rendering ----------------------------------------------------------------------------------
 
@@ -159,8 +160,14 @@ def _validate(data: dict, where: str, digest: str) -> PromptSpec:
             raise UsageError(f"{where}: missing required field {required!r} (a non-empty string)")
     if data.get("format", "chat") not in ("chat", "text"):
         raise UsageError(f"{where}: format must be 'chat' or 'text', not {data['format']!r}")
-    if data.get("answer_type", "text") not in ANSWER_TYPES:
+    if data.get("answer_type") is not None and data["answer_type"] not in ANSWER_TYPES:
         raise UsageError(f"{where}: answer_type must be one of {', '.join(ANSWER_TYPES)}, not {data['answer_type']!r}")
+    options = data.get("options")
+    if options is not None and (not isinstance(options, list) or not options or not all(isinstance(o, (str, int)) for o in options)):
+        raise UsageError(f"{where}: options must be a non-empty list of option letters or label strings")
+    if options is not None:
+        data = {**data, "options": [str(o) for o in options]}
+        data.setdefault("answer_type", "choice")
     examples = data.get("examples") or []
     if not isinstance(examples, list):
         raise UsageError(f"{where}: examples must be a list of {{input, rationale, answer}}")

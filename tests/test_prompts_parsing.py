@@ -79,7 +79,7 @@ def test_normalize(raw, kind, expected):
 def test_normalize_failures_have_reasons():
     with pytest.raises(ParseFailure, match="is not a number"):
         normalize("many", "number")
-    with pytest.raises(ParseFailure, match="not a choice letter"):
+    with pytest.raises(ParseFailure, match="is not one of the options"):
         normalize("??", "choice")
 
 

@@ -66,7 +66,7 @@ def run_generate(args, plugins) -> int:
 def summary_table(stats, out):
     cost = f"${stats.cost:.4f}" + (f" (+{stats.cost_unknown} calls of unknown price: pass --price)" if stats.cost_unknown else "")
     rows = [
-        ("inputs", stats.inputs), ("calls", stats.calls), ("done now", stats.made), ("cached", stats.cached),
+        ("inputs", stats.inputs), ("answer type", stats.answer_type), ("calls", stats.calls), ("done now", stats.made), ("cached", stats.cached),
         ("failed", stats.failed), ("retries", stats.retries), ("samples", stats.samples),
         ("parse failures", stats.parse_failures),
         ("tokens (prompt / completion)", f"{stats.prompt_tokens:,} / {stats.completion_tokens:,}"),
