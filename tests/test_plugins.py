@@ -108,7 +108,8 @@ def test_hook_register_parsers(server, problems):
     plugins.prompts.add("test", "p", prompt)
     result = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["openai/fake"], api_base=server.base_url,
                                            prompt="p", input_field="question"), plugins=plugins)  # fmt: skip
-    assert result.records[0].samples[0].raw_answer.endswith(".")
+    sample = result.records[0].samples[0]
+    assert sample.rationale == sample.text and sample.answer == sample.text.split()[-1].rstrip(".")  # the plugin parsed it
 
 
 def test_hook_register_litellm_providers(problems):
