@@ -22,11 +22,13 @@ class TeacherError(RdistillError):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, kind: str = "error", retryable: bool = False, retry_after: float | None = None):
+    def __init__(self, message: str, *, kind: str = "error", retryable: bool = False, retry_after: float | None = None,
+                 status: int | None = None):  # fmt: skip
         super().__init__(message)
         self.kind = kind
         self.retryable = retryable
         self.retry_after = retry_after
+        self.status = status
 
 
 class GenerationError(RdistillError):
@@ -39,3 +41,9 @@ class BudgetExceeded(RdistillError):
     """``--max-cost`` was reached; what was paid for is journaled and a re-run resumes."""
 
     exit_code = 3
+
+
+class CompletedWithFailures(RdistillError):
+    """Every input was tried and the records are written, but more inputs failed than ``--allow-failures`` allows."""
+
+    exit_code = 4

@@ -8,21 +8,18 @@ cache, runs the rest under a semaphore and rate limits, and assembles one ``Teac
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from .calls import Call, Stats, run_calls
 from .config import option
-from .errors import BudgetExceeded, GenerationError, PluginError, TeacherError, UsageError
+from .errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageError
 from .parsing import ANSWER_TYPES, ParseFailure, infer_answer_type, normalize, parse_sample
 from .prompts import PromptSpec, resolve_prompt
 from .records import Sample, TeacherRecord, write_jsonl
 from .store import Store, call_key
-from .teachers import Completion, Request, Teacher, install_providers, parse_price
-
-FATAL_KINDS = {"auth", "not_found", "bad_request", "client", "connection"}
+from .teachers import Request, Teacher, install_providers, parse_price
 
 
 @dataclass
@@ -42,6 +39,10 @@ class GenerateConfig:
     tpm: float | None = option(None, help="tokens per minute limit (prompt + max completion tokens)")
     max_retries: int = option(6, help="retries per request on 429, 5xx, connection errors and timeouts")
     retry_base_delay: float = option(1.0, help="seconds before the first retry; doubled per attempt, with jitter")
+    max_retry_after: float = option(60.0, help="longest wait before a retry, in seconds, whatever the provider's Retry-After says")
+    retry_failed: bool = option(False, help="resend requests that failed permanently (4xx) in an earlier run; by default they stay failed")
+    allow_failures: float = option(0.0, help="inputs allowed to fail before the exit code says 'completed with failures' (4): a count, or a fraction below 1")
+    rate_window: float = option(60.0, help="seconds per --rpm/--tpm window (tests shrink it)", cli=False)
     timeout: float = option(120.0, help="seconds per request")
     temperature: float | None = option(None, help="sampling temperature (default: the prompt's, else 0.7 with --samples > 1, else 0)")
     max_tokens: int | None = option(None, help="maximum completion tokens per sample")
@@ -56,42 +57,6 @@ class GenerateConfig:
     dry_run: bool = option(False, help="count calls and tokens and estimate the cost; call nothing")
     cache_dir: str | None = option(None, help="cache and journal folder (default: $RDISTILL_CACHE_DIR or ~/.cache/rationale-distill)")
     out: str | None = option(None, help="output JSONL of teacher records")
-
-
-@dataclass
-class Call:
-    key: str
-    teacher: Teacher
-    request: Request
-    row_index: int
-    first_sample: int
-    entry: dict | None = None  # the journal entry once done (or found in the cache)
-    cached: bool = False
-
-
-@dataclass
-class Stats:
-    inputs: int = 0
-    calls: int = 0
-    cached: int = 0
-    made: int = 0
-    failed: int = 0
-    retries: int = 0
-    samples: int = 0
-    parse_failures: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    cost_unknown: int = 0
-    wall_s: float = 0.0
-    answer_type: str = ""  # how answers are read, and where that came from
-    errors: Counter = field(default_factory=Counter)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["errors"] = dict(self.errors)
-        d["requests_per_s"] = round(self.made / self.wall_s, 2) if self.wall_s else 0.0
-        return d
 
 
 @dataclass
@@ -126,19 +91,32 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
     if config.samples < 1 or config.concurrency < 1:
         raise UsageError("--samples and --concurrency must be at least 1")
 
+    if config.max_cost is not None:
+        unpriced = [t.name for t in teachers if t.cost_of(1000, 1000) is None]
+        if unpriced:
+            raise UsageError(f"--max-cost: no price is known for {unpriced[0]}, so the budget could never trigger; "
+                             "pass --price IN,OUT (USD per 1M input and output tokens)")  # fmt: skip
+
     examples = [prepare_row(spec, config, where, row) for where, row in rows]
     calls = plan_calls(spec, config, teachers, examples)
     store = Store(config.cache_dir)
+    failed_before = 0
     for call in calls:
         call.entry = store.get(call.key)
+        if call.entry is None and not config.retry_failed:
+            call.entry = store.failure(call.key)  # a permanent failure stays one until --retry-failed
+            failed_before += call.entry is not None
         call.cached = call.entry is not None
 
     if config.dry_run:
         return Result(records=[], stats=Stats(inputs=len(examples), calls=len(calls)), dry_run=estimate(spec, config, calls))
 
     install_providers(plugins)
-    stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls),
-                  answer_type=describe_answer_type(spec, answer_type_source))
+    stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls) - failed_before,
+                  failed_before=failed_before, answer_type=describe_answer_type(spec, answer_type_source))
+    for call in calls:
+        if call.cached and not call.entry.get("ok"):
+            stats.failures[call.entry.get("kind", "error")] += 1
     started = time.perf_counter()
     # Identical requests (a repeated input) are paid for once: run one call per key, share its entry.
     unique = {c.key: c for c in calls if not c.cached}
@@ -160,11 +138,9 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
     prompt_info = {**spec.identity(), "answer_type_source": answer_type_source, "params": sampling_params(spec, config),
                    "template": spec.template, "input_field": config.input_field}  # fmt: skip
     records = assemble(spec, examples, calls, stats, plugins.parsers, prompt_info)
-    if stats.made + stats.cached == 0 and stats.failed:
-        reason, _ = stats.errors.most_common(1)[0]
-        raise GenerationError(f"every request failed: {reason}")
     out = None
-    incomplete = [r for r in records if any(s.error == "skipped: budget" for s in r.samples)]
+    incomplete = [r for r in records if any(s.error_kind == "budget" for s in r.samples)]
+    stats.failed_inputs = sum(1 for r in records if r not in incomplete and any(s.error for s in r.samples))
     if config.out:
         out = Path(config.out)
         write_jsonl(out, [r for r in records if r not in incomplete])
@@ -175,6 +151,19 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
             "re-run with a higher --max-cost to finish"
         )
     return Result(records=records, stats=stats, out=out)
+
+
+def check_failures(result: Result, config: GenerateConfig) -> None:
+    """Raise CompletedWithFailures (exit 4) when more inputs failed than --allow-failures allows."""
+    stats = result.stats
+    allowed = config.allow_failures * stats.inputs if 0 < config.allow_failures < 1 else config.allow_failures
+    if stats.failed_inputs > allowed:
+        kinds = ", ".join(f"{n} {k}" for k, n in stats.failures.most_common()) or "see the records"
+        where = f"; the records in {result.out} say which and why" if result.out else ""
+        raise CompletedWithFailures(
+            f"completed with failures: {stats.failed_inputs} of {stats.inputs} inputs have failed calls ({kinds}){where}; "
+            "a re-run retries transient failures, --retry-failed resends permanent ones, --allow-failures N accepts them"
+        )
 
 
 # --- inputs -----------------------------------------------------------------------------------------
@@ -308,138 +297,8 @@ def plan_calls(spec: PromptSpec, config: GenerateConfig, teachers: list[Teacher]
             for first, n in groups:
                 request = Request(messages=ex.messages, inputs=ex.fields, n=n, seed=config.seed + first,
                                   params=params, timeout=config.timeout, logprobs=config.logprobs)  # fmt: skip
-                calls.append(Call(call_key(teacher.identity(), request), teacher, request, i, first))
+                calls.append(Call(call_key(teacher, request), teacher, request, i, first))
     return calls
-
-
-# --- running ----------------------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """Requests per minute as an even spacing of starts; tokens per minute as a refilling bucket."""
-
-    def __init__(self, rpm: float | None = None, tpm: float | None = None):
-        self.interval = 60.0 / rpm if rpm else 0.0
-        self.next_start = 0.0
-        self.tpm = tpm
-        self.tokens = float(tpm or 0)
-        self.updated = time.monotonic()
-        self.lock = asyncio.Lock()
-
-    async def acquire(self, tokens: int) -> None:
-        if not self.interval and not self.tpm:
-            return
-        async with self.lock:
-            now = time.monotonic()
-            wait = max(0.0, self.next_start - now)
-            self.next_start = max(now, self.next_start) + self.interval
-            if self.tpm:
-                self.tokens = min(self.tpm, self.tokens + (now - self.updated) * self.tpm / 60.0)
-                self.updated = now
-                need = min(tokens, self.tpm)  # a request bigger than the bucket still goes, alone
-                if self.tokens < need:
-                    wait = max(wait, (need - self.tokens) * 60.0 / self.tpm)
-                self.tokens -= need
-            if wait:
-                await asyncio.sleep(wait)
-
-
-async def run_calls(calls: list[Call], store: Store, config: GenerateConfig, stats: Stats, progress: bool, bar=None) -> None:
-    semaphore = asyncio.Semaphore(config.concurrency)
-    limiter = RateLimiter(config.rpm, config.tpm)
-    abort: list[TeacherError] = []  # a fatal error before anything succeeded stops the run
-    bar = bar or _progress(progress, len(calls))
-
-    async def one(call: Call) -> None:
-        # Only a tokens-per-minute limit needs the estimate; tokenizing every prompt costs CPU on the hot path.
-        est_tokens = call.teacher.count_tokens(call.request.messages) + (call.request.params.get("max_tokens") or 256) if config.tpm else 0
-        for attempt in range(config.max_retries + 1):
-            await limiter.acquire(est_tokens)
-            async with semaphore:
-                # Checked here, not before queueing: a call waiting for a slot must see an abort or a spent budget.
-                if abort:
-                    return
-                if config.max_cost is not None and stats.cost >= config.max_cost:
-                    call.entry = {"ok": False, "error": "skipped: budget"}
-                    return
-                started = time.perf_counter()
-                try:
-                    completion = await _with_timeout(call.teacher.complete(call.request), config.timeout + 5)
-                    error = None
-                except asyncio.TimeoutError:
-                    error = TeacherError(f"request timed out after {config.timeout:g}s", kind="timeout", retryable=True)
-                except TeacherError as exc:
-                    error = exc
-                except Exception as exc:  # noqa: BLE001 - a plugin teacher's bug: report it, do not retry
-                    error = TeacherError(f"{call.teacher.name}: {type(exc).__name__}: {exc}", kind="teacher_bug")
-                latency = time.perf_counter() - started
-            if error is None:
-                call.entry = journal_entry(call, completion, latency)
-                store.put(call.entry)
-                stats.made += 1
-                stats.cost += completion.cost or 0.0
-                bar.advance()
-                return
-            if error.retryable and attempt < config.max_retries:
-                stats.retries += 1
-                delay = error.retry_after if error.retry_after is not None else config.retry_base_delay * 2**attempt
-                await asyncio.sleep(random.uniform(0, delay) if error.retry_after is None else delay)
-                continue
-            call.entry = {"ok": False, "key": call.key, "teacher": call.teacher.name, "error": str(error), "kind": error.kind,
-                          "time": time.time()}  # fmt: skip
-            store.put(call.entry)
-            stats.failed += 1
-            stats.errors[str(error)] += 1
-            if error.kind in FATAL_KINDS and stats.made == 0:
-                abort.append(error)
-            bar.advance()
-            return
-
-    try:
-        await asyncio.gather(*(one(c) for c in calls))
-    finally:
-        bar.close()
-    if abort:
-        raise GenerationError(f"stopping: {abort[0]} (no request had succeeded; nothing was written)")
-
-
-async def _with_timeout(coro, seconds: float):
-    """A safety net for teachers that ignore their timeout. asyncio.timeout (3.11+) costs no extra task per call."""
-    if hasattr(asyncio, "timeout"):
-        async with asyncio.timeout(seconds):
-            return await coro
-    return await asyncio.wait_for(coro, seconds)
-
-
-def journal_entry(call: Call, completion: Completion, latency: float) -> dict:
-    return {
-        "ok": True, "key": call.key, "teacher": call.teacher.name, "identity": call.teacher.identity(),
-        "n": call.request.n, "seed": call.request.seed, "params": call.request.params,
-        "choices": [asdict(c) for c in completion.choices], "usage": completion.usage, "cost": completion.cost,
-        "latency_s": round(latency, 4), "time": time.time(),
-    }  # fmt: skip
-
-
-class _progress:
-    """A rich progress bar when asked for (the CLI), nothing otherwise (the Python API, tests)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.bar = None
-        if enabled and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)  # fmt: skip
-            self.bar.start()
-            self.task = self.bar.add_task("teacher calls", total=total)
-
-    def advance(self) -> None:
-        if self.bar:
-            self.bar.advance(self.task)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
 
 
 # --- records ----------------------------------------------------------------------------------------
@@ -464,10 +323,12 @@ def assemble(spec: PromptSpec, examples: list[Example], calls: list[Call], stats
 
 
 def samples_from(call: Call, spec: PromptSpec, parser, stats: Stats) -> list[Sample]:
-    entry = call.entry or {"ok": False, "error": "not run"}
+    entry = call.entry or {"ok": False, "error": "not run", "kind": "stopped"}
     n = call.request.n
     if not entry.get("ok"):
-        return [Sample(teacher=call.teacher.name, index=call.first_sample + k, error=entry.get("error")) for k in range(n)]
+        kind = entry.get("kind") or "error"
+        return [Sample(teacher=call.teacher.name, index=call.first_sample + k, error=entry.get("error"), error_kind=kind)
+                for k in range(n)]  # fmt: skip
     usage = entry.get("usage") or {}
     stats.prompt_tokens += usage.get("prompt_tokens", 0)
     stats.completion_tokens += usage.get("completion_tokens", 0)
@@ -484,12 +345,16 @@ def samples_from(call: Call, spec: PromptSpec, parser, stats: Stats) -> list[Sam
             sample.rationale, sample.raw_answer, sample.answer = parse_sample(parser, choice["text"], spec, choice.get("fields"))
         except ParseFailure as exc:
             sample.parse_error = str(exc)
+            if sample.finish_reason == "length":
+                sample.parse_error = f"cut at max_tokens before the answer ({exc})"
             stats.parse_failures += 1
+        stats.truncated += sample.finish_reason == "length"
         if choice.get("logprobs") and sample.raw_answer:
             sample.logprobs = answer_logprobs(choice["logprobs"], choice["text"], sample.raw_answer)
         out.append(sample)
     for k in range(len(choices), n):  # the server returned fewer choices than asked for
-        out.append(Sample(teacher=call.teacher.name, index=call.first_sample + k, error=f"the provider returned {len(choices)} of {n} choices"))
+        out.append(Sample(teacher=call.teacher.name, index=call.first_sample + k, error_kind="short_reply",
+                          error=f"the provider returned {len(choices)} of {n} choices"))  # fmt: skip
     stats.samples += len(out)
     return out
 

@@ -27,7 +27,7 @@ from .config import load_yaml, to_dict
 from .dataset import BuildConfig, build
 from .errors import UsageError
 from .evaluate import EvalConfig, evaluate, records_summary
-from .generate import GenerateConfig, generate
+from .generate import GenerateConfig, check_failures, generate
 from .training import TrainConfig, train
 
 STAGES = ("generate", "build", "train", "eval")
@@ -97,6 +97,7 @@ def run_pipeline(run: RunConfig, only: str | None = None, plugins=None, progress
     if "generate" in todo:
         result = timed("generate", lambda: generate(gen, plugins=plugins, progress=progress))
         summary["generate"] = result.stats.as_dict()
+        check_failures(result, gen)
     if "build" in todo:
         _, report = timed("build", lambda: build(bld.records, bld, plugins=plugins))
         summary["build"] = {k: report[k] for k in ("examples", "examples_kept", "rows", "rows_by_task", "filters")}

@@ -42,6 +42,7 @@ class Sample:
     raw_answer: str | None = None  # as written by the teacher
     parse_error: str | None = None  # set when parsing failed; text is kept
     error: str | None = None  # set when the call failed after all retries
+    error_kind: str | None = None  # auth, bad_request, content_filter, context_window, rate_limit, server, budget, ...
     usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens
     cost: float = 0.0  # USD
     latency_s: float = 0.0

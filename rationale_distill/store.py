@@ -18,11 +18,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RDISTILL_CACHE_DIR") or Path.home() / ".cache" / "rationale-distill")
 
 
-def call_key(identity: dict, request) -> str:
-    """What determines the answer: the teacher's identity (model, api base), the exact messages, the inputs,
-    n, seed, sampling params and logprobs. Never the API key."""
-    payload = {"teacher": identity, "messages": request.messages, "inputs": request.inputs, "n": request.n,
-               "seed": request.seed, "params": request.params, "logprobs": request.logprobs}  # fmt: skip
+KEY_VERSION = 2  # bumped when the key's recipe changes (2: the request as sent, not the data row)
+
+
+def call_key(teacher, request) -> str:
+    """A canonical hash of the request that goes out: who answers (the teacher's identity: model, endpoint without
+    secrets), the version the teacher plugin declares, and exactly what it sends (``request_payload``: the rendered
+    messages, every sampling parameter, n, seed). Not the data row: editing a label or an unused column re-pays
+    nothing. Never the API key."""
+    payload = {"key": KEY_VERSION, "teacher": teacher.identity(), "version": getattr(teacher, "version", 1),
+               "request": teacher.request_payload(request)}  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
@@ -31,6 +36,7 @@ class Store:
         self.root = Path(root) if root else default_cache_dir()
         self.dir = self.root / "calls"
         self.index: dict[str, dict] = {}
+        self.failures: dict[str, dict] = {}  # permanent failures (4xx), not resent unless asked
         self.torn_lines = 0
         self._fh = None
         self._read: set[Path] = set()  # segments already in the index
@@ -51,8 +57,13 @@ class Store:
                     except json.JSONDecodeError:
                         self.torn_lines += 1  # a write cut short by kill -9: that call was not completed
                         continue
-                    if entry.get("ok"):
-                        self.index[entry["key"]] = entry
+                    self._remember(entry)
+
+    def _remember(self, entry: dict) -> None:
+        if entry.get("ok"):
+            self.index[entry["key"]] = entry
+        elif entry.get("permanent") and entry.get("key"):
+            self.failures[entry["key"]] = entry
 
     def refresh(self) -> None:
         """Read the segments other processes wrote since this store was opened (worker processes, say)."""
@@ -60,6 +71,10 @@ class Store:
 
     def get(self, key: str) -> dict | None:
         return self.index.get(key)
+
+    def failure(self, key: str) -> dict | None:
+        """The journaled permanent failure of this request, unless it has succeeded since."""
+        return None if key in self.index else self.failures.get(key)
 
     def put(self, entry: dict) -> None:
         """Journal one call (successful or not); successful ones become cache hits."""
@@ -69,8 +84,7 @@ class Store:
             self._fh = (self.dir / name).open("a", encoding="utf-8")
         self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._fh.flush()  # in the OS's hands now: survives the process being killed
-        if entry.get("ok"):
-            self.index[entry["key"]] = entry
+        self._remember(entry)
 
     def close(self) -> None:
         if self._fh is not None:

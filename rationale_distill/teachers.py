@@ -48,15 +48,27 @@ class Completion:
 
 
 class Teacher:
-    """Subclass and implement ``complete``. ``identity()`` goes into the cache key: never put secrets there."""
+    """Subclass and implement ``complete``.
+
+    The cache key of a call is a hash of ``identity()`` (who answers: model, endpoint), ``version`` (bump it when
+    the plugin changes what it sends or how it answers) and ``request_payload(request)`` (exactly what goes out).
+    Never put secrets in either."""
 
     name: str = "teacher"
+    version: int = 1
     native_n: bool = False
+    queues_locally: bool = False  # a local model that queues requests: time waiting in its queue is not a timeout
     parser: str | None = None  # overrides the prompt's parser (e.g. "dspy")
     price: tuple[float, float] | None = None  # USD per 1M (input, output) tokens
 
     def identity(self) -> dict:
         return {"teacher": self.name}
+
+    def request_payload(self, request: "Request") -> dict:
+        """What this teacher sends for ``request``: by default the messages and every sampling setting. A teacher
+        that reads row fields (``request.inputs``) or adds parameters of its own must say so here."""
+        return {"messages": request.messages, "n": request.n, "seed": request.seed, "params": request.params,
+                "logprobs": request.logprobs}  # fmt: skip
 
     async def complete(self, request: Request) -> Completion:
         raise NotImplementedError
@@ -70,6 +82,21 @@ class Teacher:
         return (prompt_tokens * self.price[0] + completion_tokens * self.price[1]) / 1e6
 
 
+def import_litellm():
+    """LiteLLM, quiet: no "Give Feedback / Get Help" banner per failed call, no debug lines (errors are ours to say)."""
+    import logging
+
+    import litellm
+
+    if not getattr(litellm, "_rdistill_quiet", False):
+        litellm.suppress_debug_info = True
+        litellm.set_verbose = False
+        for name in ("LiteLLM", "LiteLLM Proxy", "LiteLLM Router", "litellm"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        litellm._rdistill_quiet = True
+    return litellm
+
+
 def parse_price(value: str | None) -> tuple[float, float] | None:
     """``--price IN,OUT``: USD per 1M input and output tokens."""
     if value is None:
@@ -79,6 +106,20 @@ def parse_price(value: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise UsageError(f"--price {value!r}: expected two numbers, USD per 1M input and output tokens, e.g. 0.15,0.60") from None
     return inp, out
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL without the secrets a user may have put in it: user info, and the values of its query parameters."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    query = "&".join(f"{kv.split('=', 1)[0]}=***" if "=" in kv else kv for kv in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def provider_of(model: str) -> str:
@@ -106,7 +147,12 @@ class LiteLLMTeacher(Teacher):
         self._price_unknown = self._response_price_unknown = False  # remembered: each failed lookup raises
 
     def identity(self) -> dict:
-        return {"model": self.model, "api_base": self.api_base}
+        return {"model": self.model, "api_base": redact_url(self.api_base)}
+
+    def request_payload(self, request: Request) -> dict:
+        # The parameters exactly as complete() merges them: the teacher's own (top_p, response_format, reasoning
+        # settings, ...) under the request's.
+        return {**super().request_payload(request), "params": {**self.params, **request.params}}
 
     def _key(self) -> str | None:
         key = self._api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
@@ -115,7 +161,7 @@ class LiteLLMTeacher(Teacher):
         return key
 
     async def complete(self, request: Request) -> Completion:
-        import litellm
+        litellm = import_litellm()
 
         kwargs = {**self.params, **request.params}
         kwargs.update(model=self.model, messages=request.messages, timeout=request.timeout, num_retries=0, max_retries=0,
@@ -193,33 +239,42 @@ def litellm_cost(response) -> float | None:
 
 
 def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -> TeacherError:
-    """LiteLLM/OpenAI exceptions -> one TeacherError with a kind, a retryable flag and a message without secrets."""
+    """LiteLLM/OpenAI exceptions -> one TeacherError with a kind, a status, a retryable flag and the provider's message
+    without secrets (redacted first, then cut)."""
     import litellm
 
     status = getattr(exc, "status_code", None)
-    text = " ".join(str(exc).split())[:300]
+    status = int(status) if isinstance(status, (int, str)) and str(status).isdigit() else None
+    text = " ".join(str(exc).split())
     if key and key != "EMPTY":
         text = text.replace(key, "***")
-    where = teacher.api_base or teacher.provider
+    text = text[:300]
+    where = redact_url(teacher.api_base) or teacher.provider
+
+    def err(message, kind, retryable=False, retry_after=None):
+        return TeacherError(message, kind=kind, retryable=retryable, retry_after=retry_after, status=status)
+
     if isinstance(exc, litellm.RateLimitError):
-        return TeacherError(f"rate limited by {where} (HTTP 429)", kind="rate_limit", retryable=True,
-                            retry_after=_retry_after(exc))  # fmt: skip
+        return err(f"rate limited by {where} (HTTP 429)", "rate_limit", True, _retry_after(exc))
     if isinstance(exc, litellm.Timeout):
-        return TeacherError(f"request to {where} timed out", kind="timeout", retryable=True)
+        return err(f"request to {where} timed out", "timeout", True)
     if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
         env = f"set {teacher.api_key_env} or pass --api-key-env" if teacher.api_key_env else "check the API key"
-        return TeacherError(f"authentication failed for {teacher.model} at {where} (HTTP {status}): {env}", kind="auth")
+        return err(f"authentication failed for {teacher.model} at {where} (HTTP {status}): {env}", "auth")
     if isinstance(exc, litellm.NotFoundError):
-        return TeacherError(f"model {teacher.model!r} not found at {where} (HTTP 404): check the model name", kind="not_found")
+        return err(f"model {teacher.model!r} not found at {where} (HTTP 404): check the model name", "not_found")
     # LiteLLM reports a refused connection as APIConnectionError or as InternalServerError("Connection error.").
     if isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError)) and _is_connection(exc):
-        return TeacherError(f"cannot reach {where}: {text}; is the server running and --api-base right?",
-                            kind="connection", retryable=True)  # fmt: skip
-    if isinstance(exc, litellm.BadRequestError):
-        return TeacherError(f"bad request to {teacher.model} (HTTP {status or 400}): {text}", kind="bad_request")
-    if status is not None and int(status) < 500 and int(status) not in (408, 409):
-        return TeacherError(f"{teacher.model} at {where} answered HTTP {status}: {text}", kind="client")
-    return TeacherError(f"{teacher.model} at {where} failed (HTTP {status or '?'}): {text}", kind="server", retryable=True)
+        return err(f"cannot reach {where}: is the server running and --api-base right?", "connection", True)
+    if isinstance(exc, litellm.ContentPolicyViolationError):
+        return err(f"{teacher.model} refused the request (HTTP {status or 400}, content filter): {text}", "content_filter")
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return err(f"the prompt is longer than {teacher.model}'s context window (HTTP {status or 400}): {text}", "context_window")
+    if isinstance(exc, litellm.BadRequestError) or status == 400:
+        return err(f"bad request to {teacher.model} (HTTP {status or 400}): {text}", "bad_request")
+    if status is not None and status < 500 and status not in (408, 409):
+        return err(f"{teacher.model} at {where} answered HTTP {status}: {text}", "client")
+    return err(f"{teacher.model} at {where} failed (HTTP {status or '?'}): {text}", "server", True, _retry_after(exc))
 
 
 def _is_connection(exc: Exception) -> bool:
@@ -229,18 +284,44 @@ def _is_connection(exc: Exception) -> bool:
 
 
 def _retry_after(exc: Exception) -> float | None:
+    """Seconds the provider asked us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as an HTTP date."""
     for source in (getattr(getattr(exc, "response", None), "headers", None), getattr(exc, "headers", None),
                    getattr(exc, "litellm_response_headers", None)):  # fmt: skip
-        try:
-            value = source.get("retry-after") if source is not None else None
-        except AttributeError:
-            value = None
-        if value:
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
+        if source is None:
+            continue
+        seconds = parse_retry_after(_header(source, "retry-after-ms"), _header(source, "retry-after"))
+        if seconds is not None:
+            return seconds
     return None
+
+
+def _header(headers, name: str):
+    try:
+        return headers.get(name) or headers.get(name.title())
+    except AttributeError:
+        return None
+
+
+def parse_retry_after(ms: str | None, value: str | None, now: float | None = None) -> float | None:
+    import time
+    from email.utils import parsedate_to_datetime
+
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(str(value)).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 # --- custom LiteLLM providers (teachers that are not HTTP APIs) -------------------------------------
@@ -254,6 +335,7 @@ def _custom_providers() -> set[str]:
 
 def install_providers(plugins) -> None:
     """Route ``provider/...`` model strings to the handlers registered through ``register_litellm_providers``."""
+    import_litellm()
     entries = list(plugins.litellm_providers)
     if not entries:
         return
@@ -299,14 +381,30 @@ class DSPyTeacher(Teacher):
         self.lm = dspy.LM(model, engine="litellm", cache=False, num_retries=0, **lm_kwargs, **params)
 
     def identity(self) -> dict:
-        return {"model": self.model, "api_base": self.api_base, "dspy_program": self.signature,
-                "instructions": _program_instructions(self.program)}  # fmt: skip
+        return {"model": self.model, "api_base": redact_url(self.api_base), "dspy_program": self.signature}
+
+    def request_payload(self, request: Request) -> dict:
+        """A DSPy program renders its own messages: what goes out is its inputs, its instructions, its (compiled)
+        demos, the adapter and the sampling settings."""
+        import dspy
+
+        adapter = dspy.settings.adapter
+        return {"inputs": self._inputs(request), "seed": request.seed, "params": self._config(request),
+                "adapter": type(adapter).__name__ if adapter is not None else "ChatAdapter",
+                "predictors": [{"name": name, "instructions": p.signature.instructions, "fields": list(p.signature.fields),
+                                "demos": [d.toDict() if hasattr(d, "toDict") else dict(d) for d in p.demos]}
+                               for name, p in self.program.named_predictors()]}  # fmt: skip
+
+    def _inputs(self, request: Request) -> dict:
+        return {k: v for k, v in request.inputs.items() if k in _program_inputs(self.program, request.inputs)}
+
+    def _config(self, request: Request) -> dict:
+        return {k: v for k, v in request.params.items() if k in ("temperature", "max_tokens", "top_p")}
 
     async def complete(self, request: Request) -> Completion:
         import dspy
 
-        inputs = {k: v for k, v in request.inputs.items() if k in _program_inputs(self.program, request.inputs)}
-        config = {k: v for k, v in request.params.items() if k in ("temperature", "max_tokens", "top_p")}
+        inputs, config = self._inputs(request), self._config(request)
         if request.seed is not None:
             config["rollout_id"] = request.seed
         try:
@@ -333,5 +431,3 @@ def _program_inputs(program, available: dict) -> set[str]:
     return names or set(available)
 
 
-def _program_instructions(program) -> str:
-    return "\n".join(p.signature.instructions for _, p in program.named_predictors())

@@ -13,7 +13,6 @@ Read top to bottom: tokenize -> collate -> loss -> trainer -> train().
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 from pathlib import Path

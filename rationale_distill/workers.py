@@ -5,8 +5,9 @@ requests per second the event loop, not the provider, is the limit. ``--workers 
 LiteLLM is imported (each starts warm), gives each a shard of the calls, and lets each run the ordinary
 ``run_calls`` loop with ``--concurrency`` requests in flight. Each worker appends to its own journal segment; the
 parent reads the successes back from the shared cache and the failures and counts from a queue, so the result is
-exactly what one process would have written. ``--concurrency``, ``--rpm``, ``--tpm`` and ``--max-cost`` stay totals
-for the whole run: each worker gets an even share.
+exactly what one process would have written. ``--concurrency``, ``--rpm`` and ``--tpm`` stay totals for the whole
+run: each worker gets an even share. ``--max-cost`` is one pooled budget: every worker adds what it spends to a
+shared counter and stops when the total reaches it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import multiprocessing as mp
 import queue as queue_mod
 from dataclasses import replace
 
+from .calls import Progress, Stats, run_calls
+from .limits import Budget
 from .store import Store
 
 
@@ -45,34 +48,35 @@ def _fresh_http_clients() -> None:
 def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
     import litellm  # noqa: F401 - imported once here, inherited by every forked worker
 
-    from .generate import Stats, _progress, run_calls
-
     n = config.workers
     shards = [calls[i::n] for i in range(n)]
-    # --concurrency, --rpm, --tpm and --max-cost are totals for the run: each worker gets its share.
+    # --concurrency, --rpm and --tpm are totals for the run: each worker gets its share. The budget is pooled.
     worker_config = replace(config, concurrency=max(1, -(-config.concurrency // n)),
-                            rpm=None if config.rpm is None else config.rpm / n, tpm=None if config.tpm is None else config.tpm / n,
-                            max_cost=None if config.max_cost is None else config.max_cost / n)  # fmt: skip
+                            rpm=None if config.rpm is None else config.rpm / n, tpm=None if config.tpm is None else config.tpm / n)  # fmt: skip
     ctx = mp.get_context("fork")
     q = ctx.Queue()
+    spent = ctx.Value("d", 0.0)  # USD, all workers together
 
     def work(i: int) -> None:
         _fresh_http_clients()
         local, mine = Stats(), shards[i]
         journal = Store(store.root, load=False)
         try:
-            asyncio.run(run_calls(mine, journal, worker_config, local, progress=False, bar=_Ticker(q)))
+            asyncio.run(run_calls(mine, journal, worker_config, local, progress=False, bar=_Ticker(q),
+                                  budget=Budget(config.max_cost, shared=spent)))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the parent says it (a stop: bad key, unreachable server)
+            q.put(("error", i, str(exc)))
         finally:
             journal.close()
             failures = {c.key: c.entry for c in mine if c.entry is not None and not c.entry.get("ok")}
-            q.put(("done", i, {"made": local.made, "failed": local.failed, "retries": local.retries, "cost": local.cost,
-                               "errors": dict(local.errors)}, failures))  # fmt: skip
+            q.put(("done", i, local.counts(), failures))
 
     procs = [ctx.Process(target=work, args=(i,), daemon=True) for i in range(n)]
     for p in procs:
         p.start()
-    bar = _progress(progress, len(calls))
+    bar = Progress(progress, len(calls))
     failures: dict[str, dict] = {}
+    errors: list[str] = []
     done = 0
     try:
         while done < n:
@@ -85,14 +89,13 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
             if msg[0] == "tick":
                 bar.advance()
                 continue
+            if msg[0] == "error":
+                errors.append(msg[2])
+                continue
             _, _, counts, worker_failures = msg
             done += 1
             failures.update(worker_failures)
-            stats.made += counts["made"]
-            stats.failed += counts["failed"]
-            stats.retries += counts["retries"]
-            stats.cost += counts["cost"]
-            stats.errors.update(counts["errors"])
+            stats.merge(counts)
     finally:
         bar.close()
         for p in procs:
@@ -100,5 +103,9 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
             if p.is_alive():
                 p.kill()
     store.refresh()  # every worker's successes, read back from their journal segments (only the new ones)
+    if errors:
+        from .errors import GenerationError
+
+        raise GenerationError(errors[0])
     for call in calls:
-        call.entry = store.get(call.key) or failures.get(call.key) or {"ok": False, "error": "a worker process died"}
+        call.entry = store.get(call.key) or failures.get(call.key) or {"ok": False, "error": "a worker process died", "kind": "stopped"}

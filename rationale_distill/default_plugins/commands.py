@@ -45,7 +45,7 @@ def configure_generate(parser):
 
 
 def run_generate(args, plugins) -> int:
-    from ..generate import GenerateConfig, generate
+    from ..generate import GenerateConfig, check_failures, generate
 
     config = stage_config(GenerateConfig, args)
     if not config.out and not config.dry_run:
@@ -60,6 +60,7 @@ def run_generate(args, plugins) -> int:
             ("est. cost", cost)]))  # fmt: skip
         return 0
     console().print(summary_table(result.stats, result.out))
+    check_failures(result, config)
     return 0
 
 
@@ -67,14 +68,18 @@ def summary_table(stats, out):
     cost = f"${stats.cost:.4f}" + (f" (+{stats.cost_unknown} calls of unknown price: pass --price)" if stats.cost_unknown else "")
     rows = [
         ("inputs", stats.inputs), ("answer type", stats.answer_type), ("calls", stats.calls), ("done now", stats.made), ("cached", stats.cached),
-        ("failed", stats.failed), ("retries", stats.retries), ("samples", stats.samples),
-        ("parse failures", stats.parse_failures),
+        ("failed", stats.failed), ("failed before (not resent)", stats.failed_before), ("inputs with failures", stats.failed_inputs),
+        ("retries", stats.retries), ("samples", stats.samples), ("parse failures", stats.parse_failures),
+        ("cut at max_tokens", stats.truncated),
         ("tokens (prompt / completion)", f"{stats.prompt_tokens:,} / {stats.completion_tokens:,}"),
         ("cost this run", cost), ("wall time", f"{stats.wall_s:.2f} s"),
         ("requests/s", f"{stats.made / stats.wall_s:.1f}" if stats.wall_s else "-"),
     ]  # fmt: skip
+    if stats.failures:
+        rows.append(("failures by kind", ", ".join(f"{k} {n}" for k, n in stats.failures.most_common())))
     if stats.errors:
         rows += [("error", f"{n} x {msg}") for msg, n in stats.errors.most_common(3)]
+    rows += [("note", note) for note in stats.notes]
     if out:
         rows.append(("records", str(out)))
     return table("Generation summary", rows)

@@ -10,7 +10,6 @@ and it can inject latency, 429s (with Retry-After), 500s, hangs and malformed bo
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import threading
