@@ -123,6 +123,8 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
                     return {"ok": False, "error": "skipped: the run stopped", "kind": "stopped"}
                 if budget.exhausted():
                     return {"ok": False, "error": "skipped: budget", "kind": "budget"}
+                if request.n > 1 and teacher.name in ignores_n:  # learnt while this call waited for its slot
+                    return {"ok": False, "error": "ignores n", "kind": "ignores_n"}
                 slot = await limiter.acquire(est)
                 started = time.perf_counter()
                 try:
@@ -175,7 +177,9 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
         else:
             entry = await send(teacher, request, call.key)
             got = len(entry.get("choices") or ()) if entry.get("ok") else request.n
-            if got < request.n:
+            if entry.get("kind") == "ignores_n":
+                call.entry = await fill(call, subs, sub_keys, [])
+            elif got < request.n:
                 if teacher.name not in ignores_n:
                     ignores_n.add(teacher.name)
                     stats.notes.append(f"{teacher.name} returned {got} of {request.n} choices: the rest were asked for "

@@ -40,7 +40,8 @@ class RateLimiter:
                     while self.window and self.window[0][0] <= now - self.minute:
                         self.window.popleft()
                     if self.window and sum(t for _, t in self.window) + need > self.tpm:
-                        wait = max(wait, self.window[0][0] + self.minute - now)
+                        # until the oldest start leaves the window, or a reply corrects an estimate (look again soon)
+                        wait = max(wait, min(self.window[0][0] + self.minute - now, 0.05))
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)

@@ -184,8 +184,10 @@ def extract(span: str, answer_type: str = "text", options: list[str] | None = No
     if not lines:
         raise ParseFailure("the answer is empty")
     first = lines[0].strip()
-    if answer_type in ("text", "choice"):
+    if answer_type == "text":
         first = _SENTENCE_END.split(first, maxsplit=1)[0]
+    elif answer_type == "choice":
+        first = re.split(r"(?<=[.!?])\s+", first, maxsplit=1)[0]  # "(B)" may open the span: no cut at "("
     elif answer_type == "number":
         m = _NUMBER.search(clean_span(first))
         if m is None:

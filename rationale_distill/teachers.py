@@ -266,9 +266,14 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
     # LiteLLM reports a refused connection as APIConnectionError or as InternalServerError("Connection error.").
     if isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError)) and _is_connection(exc):
         return err(f"cannot reach {where}: is the server running and --api-base right?", "connection", True)
-    if isinstance(exc, litellm.ContentPolicyViolationError):
+    lowered = text.lower()
+    if isinstance(exc, litellm.ContentPolicyViolationError) or (
+        status == 400 and any(w in lowered for w in ("content_policy", "content policy", "content_filter", "safety system"))
+    ):
         return err(f"{teacher.model} refused the request (HTTP {status or 400}, content filter): {text}", "content_filter")
-    if isinstance(exc, litellm.ContextWindowExceededError):
+    if isinstance(exc, litellm.ContextWindowExceededError) or (
+        status == 400 and any(w in lowered for w in ("context length", "context_length", "context window", "too many tokens"))
+    ):
         return err(f"the prompt is longer than {teacher.model}'s context window (HTTP {status or 400}): {text}", "context_window")
     if isinstance(exc, litellm.BadRequestError) or status == 400:
         return err(f"bad request to {teacher.model} (HTTP {status or 400}): {text}", "bad_request")

@@ -11,6 +11,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["RDISTILL_LOAD_PLUGINS"] = ""
 os.environ.pop("OPENAI_API_KEY", None)
+os.environ["COLUMNS"] = "250"  # rich tables unwrapped, so tests can read whole cells
 
 from rationale_distill.cli import main  # noqa: E402
 from rationale_distill.testing.fake_openai import Faults, FakeOpenAI  # noqa: E402

@@ -28,6 +28,10 @@ class Faults:
     rate_malformed: float = 0.0  # a 200 with a body that is not JSON
     hang_s: float = 30.0
     retry_after: str | None = "0"
+    retry_after_ms: str | None = None  # also send a retry-after-ms header with every 429
+    first_429: int = 0  # the first N requests get a 429 (with the Retry-After above), whatever the rates say
+    align_s: float = 0.0  # answer at the next multiple of this many seconds: replies arrive in clumps, like a batching server
+    ignore_n: bool = False  # answer one choice whatever `n` says (many OpenAI-compatible servers do)
     seed: int = 0
 
 
@@ -46,6 +50,8 @@ def arithmetic_responder(body: dict, choice_index: int) -> str:
 class FakeOpenAI:
     responder: Callable[[dict, int], str] = arithmetic_responder
     faults: Faults = field(default_factory=Faults)
+    # refuse(body) -> (status, error type, message) to refuse a request, as a content filter or a length check does
+    refuse: Callable[[dict], tuple[int, str, str] | None] | None = None
     models: set[str] | None = None  # None: any model; else unknown models get a 404
     api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <api_key>"
     host: str = "127.0.0.1"
@@ -53,6 +59,8 @@ class FakeOpenAI:
 
     def __post_init__(self):
         self.requests: list[dict] = []  # every request body received
+        # every request answered, in order: (arrived, answered, last message, seed, n, status), monotonic seconds
+        self.log: list[tuple] = []
         self.served: Counter = Counter()  # successful responses per (last message, seed, n)
         self.status_counts: Counter = Counter()
         self._rng = random.Random(self.faults.seed)
@@ -114,10 +122,21 @@ class FakeOpenAI:
     async def _chat(self, request):
         from aiohttp import web
 
+        arrived = time.monotonic()
         body = await request.json()
         with self._lock:
             self.requests.append(body)
             roll = self._rng.random()
+            number = len(self.requests)
+        response = await self._answer(body, request, roll, number)
+        with self._lock:
+            messages = body.get("messages") or [{}]
+            self.log.append((arrived, time.monotonic(), messages[-1].get("content"), body.get("seed"), body.get("n"), response.status))
+        return response
+
+    async def _answer(self, body, request, roll, number):
+        from aiohttp import web
+
         f = self.faults
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._error(web, 401, "invalid_api_key", "Incorrect API key provided")
@@ -128,9 +147,16 @@ class FakeOpenAI:
             return self._error(web, 400, "invalid_request_error", "[] is too short - 'messages'")
         if f.latency:
             await asyncio.sleep(f.latency)
+        if f.align_s:
+            await asyncio.sleep(f.align_s - time.monotonic() % f.align_s)
+        refusal = self.refuse(body) if self.refuse else None
+        if refusal:
+            return self._error(web, refusal[0], refusal[1], refusal[2])
         edges = [f.rate_429, f.rate_500, f.rate_hang, f.rate_malformed]
-        if roll < edges[0]:
+        if roll < edges[0] or number <= f.first_429:
             headers = {"retry-after": f.retry_after} if f.retry_after is not None else {}
+            if f.retry_after_ms is not None:
+                headers["retry-after-ms"] = f.retry_after_ms
             return self._error(web, 429, "rate_limit_exceeded", "Rate limit reached", headers)
         if roll < sum(edges[:2]):
             return self._error(web, 500, "server_error", "The server had an error")
@@ -142,7 +168,7 @@ class FakeOpenAI:
                 self.status_counts[200] += 1
             return web.Response(status=200, text="{this is not json", content_type="application/json")
 
-        n = int(body.get("n") or 1)
+        n = 1 if f.ignore_n else int(body.get("n") or 1)
         texts = [self.responder(body, i) for i in range(n)]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
         choices = []
@@ -159,7 +185,7 @@ class FakeOpenAI:
         completion_tokens = sum(len(t.split()) for t in texts)
         with self._lock:
             self.status_counts[200] += 1
-            self.served[(body["messages"][-1]["content"], body.get("seed"), n)] += 1
+            self.served[(body["messages"][-1]["content"], body.get("seed"), int(body.get("n") or 1))] += 1
         return web.json_response({
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": choices,
