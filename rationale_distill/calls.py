@@ -129,7 +129,7 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
                 started = time.perf_counter()
                 try:
                     coro = teacher.complete(request)
-                    completion = await (coro if teacher.queues_locally else _with_timeout(coro, config.timeout + 5))
+                    completion = await (coro if teacher.queues_locally else _with_timeout(coro, config.timeout + min(5.0, config.timeout)))
                     error = None
                 except asyncio.TimeoutError:
                     error = TeacherError(f"request timed out after {config.timeout:g}s", kind="timeout", retryable=True)

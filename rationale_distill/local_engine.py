@@ -9,7 +9,9 @@ works on a batch rather than one sequence at a time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import queue
+import random
 import threading
 import time
 from concurrent.futures import Future
@@ -35,22 +37,34 @@ class Job:
 
 
 class Engine:
-    """One model, one worker thread, one queue of jobs."""
+    """One model, one worker thread, one queue of jobs.
+
+    Sampling is seeded per sequence (Gumbel-max with a generator per request and sample), so a request's samples
+    do not depend on which other requests share its batch. A cancelled request is skipped, never poisons its batch.
+    ``close()`` (also at interpreter exit) stops the thread between generation steps."""
 
     def __init__(self, name: str, device: str = "auto"):
         self.name = name
         self.device = device
-        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.model = self.tokenizer = None
         self.loaded = threading.Event()
+        self.stopping = threading.Event()
         self.batches = 0  # generate() calls made, for tests and benchmarks
         self.requests = 0
         self.thread = threading.Thread(target=self._work, name=f"rdistill-local-{name}", daemon=True)
         self.thread.start()
 
     def submit(self, job: Job) -> Future:
+        if self.stopping.is_set():
+            raise RuntimeError(f"the local engine for {self.name} is closed")
         self.jobs.put(job)
         return job.future
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.stopping.set()
+        self.jobs.put(None)
+        self.thread.join(timeout)
 
     def _load(self) -> None:
         from .student import load_model, pick_device
@@ -61,42 +75,66 @@ class Engine:
         self.loaded.set()
 
     def _work(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             first = self.jobs.get()
+            if first is None:
+                break
             batch = [first]
             deadline = time.monotonic() + GATHER_S
             while sum(j.n for j in batch) < MAX_BATCH_SEQUENCES:
                 try:
-                    batch.append(self.jobs.get(timeout=max(0.0, deadline - time.monotonic())))
+                    job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
+                if job is None:
+                    self.stopping.set()
+                    break
+                batch.append(job)
+            # A request cancelled while it waited (its caller timed out or was interrupted) is dropped here.
+            batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
             try:
-                if self.model is None:
+                if batch and self.model is None:
                     self._load()
                 groups: dict[tuple, list[Job]] = {}
                 for job in batch:
                     groups.setdefault(job.group, []).append(job)
                 for jobs in groups.values():
+                    if self.stopping.is_set():
+                        raise RuntimeError(f"the local engine for {self.name} was closed")
                     self._generate(jobs)
             except BaseException as exc:  # noqa: BLE001 - hand every error to the waiting callers
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
+        while True:  # closed: fail what is still queued, so no caller waits forever
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(RuntimeError(f"the local engine for {self.name} was closed"))
 
     def _generate(self, jobs: list[Job]) -> None:
         import torch
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
         tok, model = self.tokenizer, self.model
         first = jobs[0]
-        enc = tok([j.prompt for j in jobs], return_tensors="pt", padding=True).to(model.device)
-        sample = first.temperature > 0
         n = first.n
-        if first.seed is not None:
-            torch.manual_seed(first.seed)
-        kwargs = {"do_sample": sample, "max_new_tokens": first.max_tokens, "num_return_sequences": n,
-                  "pad_token_id": tok.pad_token_id}  # fmt: skip
-        if sample:
-            kwargs["temperature"] = first.temperature
+        # Row i * n + k is sample k of job i (each prompt repeated n times; greedy decoding over seeded noise).
+        enc = tok([j.prompt for j in jobs for _ in range(n)], return_tensors="pt", padding=True).to(model.device)
+        kwargs = {"do_sample": False, "max_new_tokens": first.max_tokens, "pad_token_id": tok.pad_token_id}
+        if first.temperature > 0:
+            # Row i * n + k is sample k of job i; its seed is the job's seed + k (as separate seeded requests use).
+            seeds = [(j.seed if j.seed is not None else random.randrange(2**31)) + k for j in jobs for k in range(n)]
+            kwargs["logits_processor"] = LogitsProcessorList([SeededSampling(seeds, first.temperature, model.device)])
+        stopping = self.stopping
+
+        class Closed(StoppingCriteria):
+            def __call__(self, input_ids, scores, **_):
+                return torch.full((input_ids.shape[0],), stopping.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([Closed()])
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=tok)
         with torch.no_grad():
@@ -106,16 +144,39 @@ class Engine:
         prompt_len = enc["input_ids"].shape[1]
         new = out[:, prompt_len:]
         texts = tok.batch_decode(new, skip_special_tokens=True)
+        special = {tok.pad_token_id, tok.eos_token_id}
         for i, job in enumerate(jobs):
             mine = []
             for k in range(job.n):
+                row = new[i * n + k]
                 text = texts[i * n + k]
+                stopped = any(s in text for s in job.stop) or bool((row == tok.eos_token_id).any())
                 for s in job.stop:
                     text = text.split(s)[0]
-                completion_tokens = int((new[i * n + k] != tok.pad_token_id).sum())
-                mine.append((text, completion_tokens))
-            prompt_tokens = int(enc["attention_mask"][i].sum())
-            job.future.set_result((mine, prompt_tokens))
+                completion_tokens = int(sum(1 for t in row.tolist() if t not in special))
+                reason = "stop" if stopped or completion_tokens < job.max_tokens else "length"
+                mine.append((text, completion_tokens, reason))
+            prompt_tokens = int(enc["attention_mask"][i * n].sum())
+            if not job.future.done():
+                job.future.set_result((mine, prompt_tokens))
+
+
+class SeededSampling:
+    """Sampling as argmax(logits / T + Gumbel noise), the noise drawn from one generator per sequence: each
+    sequence's samples depend on its own seed only, not on the batch it shares (a LogitsProcessor; use greedy)."""
+
+    def __init__(self, seeds: list[int], temperature: float, device):
+        import torch
+
+        self.temperature = temperature
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
+        return scores.float() / self.temperature + gumbel  # (rows, vocab)
 
 
 _ENGINES: dict[str, Engine] = {}
@@ -127,6 +188,15 @@ def engine(name: str) -> Engine:
         if name not in _ENGINES:
             _ENGINES[name] = Engine(name)
         return _ENGINES[name]
+
+
+@atexit.register
+def close_engines() -> None:
+    """Stop every engine's thread before the interpreter tears torch down under it (which ended runs with
+    'terminate called without an active exception')."""
+    for e in list(_ENGINES.values()):
+        e.close()
+    _ENGINES.clear()
 
 
 def prompt_of(messages: list[dict]) -> str:
@@ -148,11 +218,11 @@ def make_provider():
                       max_tokens=int(optional_params.get("max_tokens") or optional_params.get("max_completion_tokens") or 128),
                       stop=tuple([stop] if isinstance(stop, str) else stop), seed=optional_params.get("seed"))  # fmt: skip
             results, prompt_tokens = await asyncio.wrap_future(engine(name).submit(job))
-            completion_tokens = sum(t for _, t in results)
+            completion_tokens = sum(t for _, t, _ in results)
             return litellm.ModelResponse(
                 model=model,
-                choices=[{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-                         for i, (text, _) in enumerate(results)],
+                choices=[{"index": i, "finish_reason": reason, "message": {"role": "assistant", "content": text}}
+                         for i, (text, _, reason) in enumerate(results)],
                 usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                        "total_tokens": prompt_tokens + completion_tokens},
             )  # fmt: skip

@@ -149,6 +149,11 @@ class LiteLLMTeacher(Teacher):
     def identity(self) -> dict:
         return {"model": self.model, "api_base": redact_url(self.api_base)}
 
+    @property
+    def queues_locally(self) -> bool:
+        """A model served in this process (a custom provider such as ``local/``): its queue time is not a timeout."""
+        return self.provider in _custom_providers()
+
     def request_payload(self, request: Request) -> dict:
         # The parameters exactly as complete() merges them: the teacher's own (top_p, response_format, reasoning
         # settings, ...) under the request's.
