@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 MAX_BATCH_SEQUENCES = 16  # sequences per generate() call (prompts x samples)
 GATHER_S = 0.02  # how long the batcher waits for more requests to join a batch
+MIN_SHARED_PREFIX = 32  # tokens: a batch whose prompts share at least this many computes their key/value cache once
 
 
 @dataclass
@@ -43,9 +44,12 @@ class Engine:
     do not depend on which other requests share its batch. A cancelled request is skipped, never poisons its batch.
     ``close()`` (also at interpreter exit) stops the thread between generation steps."""
 
-    def __init__(self, name: str, device: str = "auto"):
+    def __init__(self, name: str, device: str = "auto", share_prefix: bool = True):
         self.name = name
         self.device = device
+        self.share_prefix = share_prefix  # compute a few-shot prompt's shared prefix once per batch
+        self.prefix_tokens_saved = 0  # prompt tokens not recomputed thanks to the shared prefix
+        self._prefix: tuple[tuple, object] | None = None  # (prefix token ids, its key/value cache for one row)
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.model = self.tokenizer = None
         self.loaded = threading.Event()
@@ -91,7 +95,7 @@ class Engine:
                     break
                 batch.append(job)
             # A request cancelled while it waited (its caller timed out or was interrupted) is dropped here.
-            batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            batch = [j for j in batch if _claim(j)]
             try:
                 if batch and self.model is None:
                     self._load()
@@ -111,7 +115,7 @@ class Engine:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None and job.future.set_running_or_notify_cancel():
+            if job is not None and _claim(job):
                 job.future.set_exception(RuntimeError(f"the local engine for {self.name} was closed"))
 
     def _generate(self, jobs: list[Job]) -> None:
@@ -122,8 +126,11 @@ class Engine:
         first = jobs[0]
         n = first.n
         # Row i * n + k is sample k of job i (each prompt repeated n times; greedy decoding over seeded noise).
-        enc = tok([j.prompt for j in jobs for _ in range(n)], return_tensors="pt", padding=True).to(model.device)
+        ids = tok([j.prompt for j in jobs for _ in range(n)])["input_ids"]
+        enc, cache = self._batch(ids)
         kwargs = {"do_sample": False, "max_new_tokens": first.max_tokens, "pad_token_id": tok.pad_token_id}
+        if cache is not None:
+            kwargs["past_key_values"] = cache
         if first.temperature > 0:
             # Row i * n + k is sample k of job i; its seed is the job's seed + k (as separate seeded requests use).
             seeds = [(j.seed if j.seed is not None else random.randrange(2**31)) + k for j in jobs for k in range(n)]
@@ -159,6 +166,49 @@ class Engine:
             prompt_tokens = int(enc["attention_mask"][i * n].sum())
             if not job.future.done():
                 job.future.set_result((mine, prompt_tokens))
+
+
+    def _batch(self, ids: list[list[int]]):
+        """(input_ids and attention_mask, a key/value cache or None). Without a long shared prefix: left padding.
+        With one (the few-shot demos every request repeats): the prefix's cache is computed once (and kept for the
+        next batch), copied to every row, and the rows are padded between the prefix and their own suffix; the
+        positions follow the attention mask, so each row sees exactly the positions it would alone."""
+        import copy
+
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        device = self.model.device
+        shared = 0
+        if self.share_prefix and len(ids) > 1:
+            shortest = min(len(x) for x in ids)
+            while shared < shortest - 1 and all(x[shared] == ids[0][shared] for x in ids):
+                shared += 1
+        if shared < MIN_SHARED_PREFIX:
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+            return {"input_ids": input_ids, "attention_mask": mask}, None
+        prefix = tuple(ids[0][:shared])
+        if self._prefix is None or self._prefix[0] != prefix:
+            with torch.no_grad():
+                out = self.model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+            self._prefix = (prefix, out.past_key_values)
+        cache = copy.deepcopy(self._prefix[1])
+        cache.batch_repeat_interleave(len(ids))
+        width = max(len(x) for x in ids) - shared
+        rows = [list(prefix) + [pad] * (width - (len(x) - shared)) + x[shared:] for x in ids]
+        mask = [[1] * shared + [0] * (width - (len(x) - shared)) + [1] * (len(x) - shared) for x in ids]
+        self.prefix_tokens_saved += shared * (len(ids) - 1)
+        return {"input_ids": torch.tensor(rows, device=device), "attention_mask": torch.tensor(mask, device=device)}, cache
+
+
+def _claim(job: Job) -> bool:
+    """Mark a job running; False when its caller cancelled it (or it was already answered: a job submitted twice)."""
+    try:
+        return job.future.set_running_or_notify_cancel()
+    except RuntimeError:
+        return False
 
 
 class SeededSampling:

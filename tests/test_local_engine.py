@@ -85,6 +85,21 @@ def test_queue_time_is_not_request_time(tiny, tmp_path):
     data = write_problems(tmp_path / "p.jsonl", n=24, seed=3)
     start = time.perf_counter()
     result = rd.generate(rd.GenerateConfig(data=str(data), teachers=[f"local/{tiny}"], input_field="question", samples=4,
-                                           temperature=1.0, max_tokens=24, concurrency=24, timeout=0.2, max_retries=0))  # fmt: skip
-    assert time.perf_counter() - start > 1.0  # the queue really was longer than the timeout (and its safety net)
+                                           temperature=1.0, max_tokens=24, concurrency=24, timeout=0.05, max_retries=0))  # fmt: skip
+    assert time.perf_counter() - start > 0.5  # the queue really was longer than the timeout (and its 0.1 s safety net)
     assert all(s.error is None for r in result.records for s in r.samples)
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_no_output(tiny):
+    """Few-shot prompts share a long prefix: its key/value cache is computed once per batch, with the same texts."""
+    demos = " ".join(TEXTS[:12])  # well over MIN_SHARED_PREFIX tokens
+    prompts = [f"{demos} Q: What is {a} + {b}?" + " We" * (a % 3) for a, b in ((1, 2), (13, 7), (22, 14), (5, 28))]
+    outs = {}
+    for share in (True, False):
+        e = Engine(str(tiny), device="cpu", share_prefix=share)
+        futures = [e.submit(job(p, seed=i, n=2, max_tokens=10)) for i, p in enumerate(prompts)]
+        outs[share] = [texts(f) for f in futures]
+        outs[share, "saved"] = e.prefix_tokens_saved
+        e.close()
+    assert outs[True] == outs[False]
+    assert outs[True, "saved"] > 0 and outs[False, "saved"] == 0
