@@ -27,13 +27,15 @@ class Context:
 
 
 def parsed(**_):
-    """The call succeeded and the answer parsed."""
+    """The call succeeded, the answer parsed, and the response was not cut at max_tokens."""
 
     def check(c: Candidate, ctx: Context) -> str | None:
         if c.sample.error:
             return f"the call failed: {c.sample.error}"
         if c.sample.parse_error:
             return f"parse failure: {c.sample.parse_error}"
+        if c.sample.finish_reason == "length":
+            return "cut at max_tokens: the response is truncated (raise max_tokens)"
         return None
 
     return check

@@ -291,3 +291,11 @@ def test_max_cost_without_a_price_refuses_to_start(server, problems, tmp_path, c
     code, _, err = cli(*gen_args(server, problems, tmp_path / "t.jsonl", "--max-cost", "1"))
     assert code == 2 and "no price is known for openai/fake" in err and "--price IN,OUT" in err
     assert len(server.requests) == 0
+
+
+def test_truncated_responses_are_rejected_by_the_builder_with_the_reason(server, problems):
+    records = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["openai/fake"], api_base=server.base_url,
+                                            input_field="question", label_field="answer")).records  # fmt: skip
+    records[0].samples[0].finish_reason = "length"
+    _, report = rd.build(records, mode="context")
+    assert report["examples_kept"] == 11 and report["filters"]["parsed"] == 1
