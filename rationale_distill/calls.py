@@ -15,11 +15,13 @@ and no more ``n`` for the rest of the run.
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
-from .errors import GenerationError, TeacherError
+from .errors import GenerationError, Interrupted, TeacherError
 from .limits import Budget, RateLimiter, retry_delay
 from .store import Store, call_key
 from .teachers import Completion, Request, Teacher
@@ -109,6 +111,7 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
     limiter = RateLimiter(config.rpm, config.tpm, minute=getattr(config, "rate_window", 60.0))
     budget = budget or Budget(config.max_cost)
     stop: list[TeacherError] = []  # an error that ends the run
+    interrupted: list[int] = []  # Ctrl-C / SIGTERM: send nothing new, let what is in flight land in the journal
     refused = [0]  # connection refusals before any success
     ignores_n: set[str] = set()  # teachers seen returning fewer choices than n
     bar = bar or Progress(progress, len(calls))
@@ -119,7 +122,7 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
         for attempt in range(config.max_retries + 1):
             async with semaphore:
                 # Checked once a slot is free: a call that waited must see a stop or a spent budget.
-                if stop:
+                if stop or interrupted:
                     return {"ok": False, "error": "skipped: the run stopped", "kind": "stopped"}
                 if budget.exhausted():
                     return {"ok": False, "error": "skipped: budget", "kind": "budget"}
@@ -205,10 +208,27 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
         store.put(merged)
         return merged
 
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+
+    def on_signal(sig) -> None:
+        if interrupted:  # a second signal: stop now, in-flight calls and all
+            for s in signals:
+                loop.remove_signal_handler(s)
+            signal.raise_signal(signal.SIGINT)
+        interrupted.append(sig)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await asyncio.gather(*(one(c) for c in calls))
     finally:
         bar.close()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    if interrupted:
+        raise Interrupted(f"interrupted: sent nothing new, let the calls in flight finish; {stats.made} calls completed and "
+                          "are journaled in the cache; re-run the same command to resume")  # fmt: skip
     if stop:
         done = stats.made
         tail = f"; {done} completed calls are journaled, re-run to resume" if done else "; nothing was written"

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from .errors import RdistillError
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops as gracefully as Ctrl-C
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--plugins-dir", action="append", default=[])
     known, _ = pre.parse_known_args(argv)
@@ -31,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: every completed teacher call is journaled in the cache; re-run the same command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def build_parser(plugins) -> argparse.ArgumentParser:

@@ -47,3 +47,9 @@ class CompletedWithFailures(RdistillError):
     """Every input was tried and the records are written, but more inputs failed than ``--allow-failures`` allows."""
 
     exit_code = 4
+
+
+class Interrupted(RdistillError):
+    """Ctrl-C or SIGTERM: no new calls were sent, the ones in flight were let finish and are journaled."""
+
+    exit_code = 130

@@ -8,6 +8,7 @@ cache, runs the rest under a semaphore and rate limits, and assembles one ``Teac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from .errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageErr
 from .parsing import ANSWER_TYPES, ParseFailure, infer_answer_type, normalize, parse_sample
 from .prompts import PromptSpec, resolve_prompt
 from .records import Sample, TeacherRecord, write_jsonl
-from .store import Store, call_key
+from .store import Store, call_key, default_cache_dir, exclusive
 from .teachers import Request, Teacher, install_providers, parse_price
 
 
@@ -99,6 +100,18 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
 
     examples = [prepare_row(spec, config, where, row) for where, row in rows]
     calls = plan_calls(spec, config, teachers, examples)
+    with contextlib.ExitStack() as locks:
+        if not config.dry_run:
+            # One run at a time per cache and per output: two would pay for the same calls twice.
+            root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+            locks.enter_context(exclusive(root / "lock", f"the cache {root}", "pass --cache-dir DIR to run in parallel"))
+            if config.out:
+                out = Path(config.out)
+                locks.enter_context(exclusive(out.with_name(f".{out.name}.lock"), f"the output {out}", "pass another --out"))
+        return run_generation(config, plugins, spec, answer_type_source, examples, calls, progress)
+
+
+def run_generation(config, plugins, spec, answer_type_source, examples, calls, progress) -> Result:
     store = Store(config.cache_dir)
     failed_before = 0
     for call in calls:
@@ -117,6 +130,8 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
     for call in calls:
         if call.cached and not call.entry.get("ok"):
             stats.failures[call.entry.get("kind", "error")] += 1
+    if store.torn_report():
+        stats.notes.append(store.torn_report())
     started = time.perf_counter()
     # Identical requests (a repeated input) are paid for once: run one call per key, share its entry.
     unique = {c.key: c for c in calls if not c.cached}

@@ -7,11 +7,14 @@ merges every segment, so worker processes share one cache. A torn last line is s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
+
+from .errors import UsageError
 
 
 def default_cache_dir() -> Path:
@@ -38,6 +41,7 @@ class Store:
         self.index: dict[str, dict] = {}
         self.failures: dict[str, dict] = {}  # permanent failures (4xx), not resent unless asked
         self.torn_lines = 0
+        self.torn: dict[str, int] = {}  # segment file -> lines skipped (torn by a kill, not ours, not JSON objects)
         self._fh = None
         self._read: set[Path] = set()  # segments already in the index
         if load:  # a worker process that only appends need not read the whole cache
@@ -50,12 +54,15 @@ class Store:
             if segment in self._read:
                 continue
             self._read.add(segment)
-            with segment.open(encoding="utf-8") as fh:
+            with segment.open("rb") as fh:  # bytes: a kill inside a multi-byte character must not stop a resume
                 for line in fh:
                     try:
                         entry = json.loads(line)
-                    except json.JSONDecodeError:
-                        self.torn_lines += 1  # a write cut short by kill -9: that call was not completed
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        entry = None  # a write cut short by kill -9: that call was not completed
+                    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+                        self.torn_lines += 1
+                        self.torn[str(segment)] = self.torn.get(str(segment), 0) + 1
                         continue
                     self._remember(entry)
 
@@ -64,6 +71,12 @@ class Store:
             self.index[entry["key"]] = entry
         elif entry.get("permanent") and entry.get("key"):
             self.failures[entry["key"]] = entry
+
+    def torn_report(self) -> str | None:
+        """One line per file with skipped lines, for the run summary; None when every line was whole."""
+        if not self.torn:
+            return None
+        return "; ".join(f"{n} torn or foreign line{'s' * (n > 1)} skipped in {f}" for f, n in sorted(self.torn.items()))
 
     def refresh(self) -> None:
         """Read the segments other processes wrote since this store was opened (worker processes, say)."""
@@ -98,3 +111,30 @@ class Store:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str, fix: str):
+    """Hold an exclusive lock on ``path`` (a lock file) while a run uses ``what``; a second run refuses at once with
+    one line naming the process that holds it. The lock dies with its process (flock), so a killed run leaves none."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise UsageError(f"{what} is in use by {holder}; wait for it to finish, or {fix}") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"rdistill (pid {os.getpid()})")
+        fh.flush()
+        yield
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import queue as queue_mod
+import signal
+import threading
+import time
 from dataclasses import replace
 
 from .calls import Progress, Stats, run_calls
+from .errors import GenerationError, Interrupted
 from .limits import Budget
 from .store import Store
 
@@ -45,6 +50,27 @@ def _fresh_http_clients() -> None:
     litellm.in_memory_llm_clients_cache = LLMClientCache()
 
 
+def die_with_parent(parent: int) -> None:
+    """A worker must never outlive its parent (a killed parent would leave it paying for calls nobody collects):
+    the kernel sends it SIGTERM when the parent dies (Linux), and a watcher thread checks elsewhere. SIGTERM makes
+    it stop sending and let its calls in flight land in the journal."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
     import litellm  # noqa: F401 - imported once here, inherited by every forked worker
 
@@ -57,7 +83,10 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
     q = ctx.Queue()
     spent = ctx.Value("d", 0.0)  # USD, all workers together
 
+    parent = os.getpid()
+
     def work(i: int) -> None:
+        die_with_parent(parent)
         _fresh_http_clients()
         local, mine = Stats(), shards[i]
         journal = Store(store.root, load=False)
@@ -65,7 +94,7 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
             asyncio.run(run_calls(mine, journal, worker_config, local, progress=False, bar=_Ticker(q),
                                   budget=Budget(config.max_cost, shared=spent)))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the parent says it (a stop: bad key, unreachable server)
-            q.put(("error", i, str(exc)))
+            q.put(("error", i, type(exc).__name__, str(exc)))
         finally:
             journal.close()
             failures = {c.key: c.entry for c in mine if c.entry is not None and not c.entry.get("ok")}
@@ -78,6 +107,7 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
     failures: dict[str, dict] = {}
     errors: list[str] = []
     done = 0
+    interrupted = False
     try:
         while done < n:
             try:
@@ -86,11 +116,17 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
                 if not any(p.is_alive() for p in procs):
                     break  # a worker died without reporting: its unfinished calls are re-made on the next run
                 continue
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each worker stops sending and lets its calls in flight land
+                interrupted = True
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGTERM)
+                continue
             if msg[0] == "tick":
                 bar.advance()
                 continue
             if msg[0] == "error":
-                errors.append(msg[2])
+                errors.append((msg[2], msg[3]))
                 continue
             _, _, counts, worker_failures = msg
             done += 1
@@ -103,9 +139,11 @@ def run_in_workers(calls, store: Store, config, stats, progress: bool) -> None:
             if p.is_alive():
                 p.kill()
     store.refresh()  # every worker's successes, read back from their journal segments (only the new ones)
-    if errors:
-        from .errors import GenerationError
-
-        raise GenerationError(errors[0])
+    stopped = [m for kind, m in errors if kind != "Interrupted"]
+    if stopped:
+        raise GenerationError(stopped[0])
+    if interrupted or errors:
+        raise Interrupted(f"interrupted: the workers sent nothing new and let their calls in flight finish; {stats.made} "
+                          "calls completed and are journaled in the cache; re-run the same command to resume")
     for call in calls:
         call.entry = store.get(call.key) or failures.get(call.key) or {"ok": False, "error": "a worker process died", "kind": "stopped"}

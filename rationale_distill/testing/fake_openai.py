@@ -120,7 +120,6 @@ class FakeOpenAI:
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in sorted(self.models or [])]})
 
     async def _chat(self, request):
-        from aiohttp import web
 
         arrived = time.monotonic()
         body = await request.json()
