@@ -132,3 +132,26 @@ def test_torn_and_foreign_journal_lines_are_skipped_and_reported(server, problem
     assert f"4 torn or foreign lines skipped in {segment}" in stdout
     assert rd.generate(rd.GenerateConfig(data=str(problems), teachers=["openai/fake"], api_base=server.base_url,
                                          input_field="question")).stats.made == 0  # fmt: skip
+
+
+def test_a_key_straddling_the_cut_of_an_error_message_is_redacted_first():
+    import litellm
+
+    from rationale_distill.teachers import LiteLLMTeacher, map_error
+
+    key = "sk-abcdefghijklmnopqrst"
+    for pad in range(200, 320, 3):  # somewhere in here the key straddles the 300-character cut
+        exc = litellm.BadRequestError(message="x" * pad + f" {key} was rejected", model="m", llm_provider="openai")
+        err = str(map_error(exc, LiteLLMTeacher("openai/m"), key))
+        assert "sk-abcd" not in err, pad
+
+
+def test_a_key_inside_the_api_base_never_reaches_the_journal(server, problems, tmp_path, cli, cache_dir):
+    base = server.base_url.replace("http://", "http://user:sk-urlsecret123@") + "?api-key=sk-querysecret456"
+    code, _, err = cli(*gen_args(server, problems, tmp_path / "t.jsonl", "--api-base", base))
+    assert code == 1 and "http://***@127.0.0.1" in err and "api-key=***" in err  # named, without its secrets
+    for path in [tmp_path / "t.jsonl", *cache_dir.rglob("*.jsonl")]:
+        if path.is_file():
+            text = path.read_text()
+            assert "sk-urlsecret" not in text and "sk-querysecret" not in text
+    assert "sk-urlsecret" not in err and "sk-querysecret" not in err
