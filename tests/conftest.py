@@ -47,6 +47,13 @@ def write_problems(path, n=12, seed=0):
     return path
 
 
+def tiny_prompt(tmp_path):
+    """A one-line prompt: small journal lines and known token counts (the default few-shot prompt is ~180 words)."""
+    prompt = tmp_path / "tiny.yaml"
+    prompt.write_text("name: tiny\ntemplate: 'Q: {input}'\nanswer_type: number\n")
+    return prompt
+
+
 @pytest.fixture
 def problems(tmp_path):
     return write_problems(tmp_path / "problems.jsonl")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import gen_args, write_problems
+from conftest import gen_args, tiny_prompt, write_problems
 
 import rationale_distill as rd
 from rationale_distill.records import read_records
@@ -95,7 +95,6 @@ def test_permanent_failures_are_journaled_and_the_rest_completes(make_server, pr
     assert len(s.requests) == sent + refused  # --retry-failed resent exactly those
     _, report = rd.build(str(out))
     assert report["filters"]["parsed"] == refused  # the builder counts them as rejects, with the reason
-    rejects = [r for r in (tmp_path / "none").glob("*")]  # noqa: F841 - the reason is checked on the records above
 
 
 def test_transient_failures_that_ran_out_of_retries_are_retried_next_run(make_server, problems, tmp_path, cli):
@@ -190,12 +189,6 @@ def test_a_dspy_programs_demos_are_in_the_key():
 # --- 5. durability a test can prove -----------------------------------------------------------------
 
 
-def tiny_prompt(tmp_path):
-    prompt = tmp_path / "tiny.yaml"
-    prompt.write_text("name: tiny\ntemplate: 'Q: {input}'\nanswer_type: number\n")
-    return prompt
-
-
 def test_after_kill_9_every_answered_call_is_kept_or_was_in_flight(make_server, tmp_path, cache_dir):
     s = make_server(faults=Faults(latency=0.05))
     data = write_problems(tmp_path / "p.jsonl", n=80, seed=7)
@@ -232,8 +225,7 @@ def test_rpm_starts_stay_spaced_when_replies_arrive_in_clumps(make_server, probl
 
 def test_tpm_holds_in_every_window_and_is_corrected_by_reported_usage(server, tmp_path):
     data = write_problems(tmp_path / "p.jsonl", n=20, seed=2)
-    prompt = tmp_path / "p.yaml"
-    prompt.write_text("name: p\ntemplate: 'Q: {input}'\nanswer_type: number\n")
+    prompt = tiny_prompt(tmp_path)
     start = time.perf_counter()
     result = rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=server.base_url, input_field="question",
                                            prompt=str(prompt), tpm=200, max_tokens=50, rate_window=1.0, concurrency=20))  # fmt: skip

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import gen_args, write_problems
+from conftest import gen_args, tiny_prompt, write_problems
 
 import rationale_distill as rd
 from rationale_distill.testing.fake_openai import Faults
@@ -17,12 +17,6 @@ from rationale_distill.testing.fake_openai import Faults
 
 def lines(path):
     return [json.loads(x) for x in Path(path).read_text().splitlines()]
-
-
-def tiny_prompt(tmp_path):
-    prompt = tmp_path / "tiny.yaml"
-    prompt.write_text("name: tiny\ntemplate: 'Q: {input}'\nanswer_type: number\n")
-    return prompt
 
 
 def start(s, data, out, cache, tmp_path, *extra):
