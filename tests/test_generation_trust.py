@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import gen_args, tiny_prompt, write_problems
 
 import rationale_distill as rd
