@@ -160,8 +160,9 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
                     return {"ok": False, "error": str(error), "kind": error.kind}
             if error.retryable and attempt < config.max_retries:
                 stats.retries += 1
-                cap = config.max_retry_after
-                await asyncio.sleep(retry_delay(attempt, error.retry_after, config.retry_base_delay, 0.5 if error.kind == "connection" and not stats.made else cap))
+                # Before anything has succeeded, a refused connection is retried quickly: it is about to stop the run.
+                cap = 0.5 if error.kind == "connection" and not stats.made else config.max_retry_after
+                await asyncio.sleep(retry_delay(attempt, error.retry_after, config.retry_base_delay, cap))
                 continue
             entry = {"ok": False, "key": key, "teacher": teacher.name, "error": str(error), "kind": error.kind,
                      "status": error.status, "permanent": not error.retryable, "time": time.time()}  # fmt: skip
@@ -173,29 +174,29 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
 
     async def one(call: Call) -> None:
         teacher, request = call.teacher, call.request
-        subs = [replace(request, n=1, seed=None if request.seed is None else request.seed + k) for k in range(request.n)]
-        sub_keys = [call_key(teacher, r) for r in subs]
-        if request.n > 1 and (teacher.name in ignores_n or store.get(sub_keys[0]) is not None):
-            call.entry = await fill(call, subs, sub_keys, [])  # known to ignore n (this run, or an earlier one)
+        subs = singles(teacher, request) if request.n > 1 else None  # only n-requests can be split
+        if subs and (teacher.name in ignores_n or store.get(subs[0][1]) is not None):
+            call.entry = await fill(call, subs, [])  # known to ignore n (this run, or an earlier one)
         else:
             entry = await send(teacher, request, call.key)
             got = len(entry.get("choices") or ()) if entry.get("ok") else request.n
             if entry.get("kind") == "ignores_n":
-                call.entry = await fill(call, subs, sub_keys, [])
+                call.entry = await fill(call, subs, [])
             elif got < request.n:
                 if teacher.name not in ignores_n:
                     ignores_n.add(teacher.name)
                     stats.notes.append(f"{teacher.name} returned {got} of {request.n} choices: the rest were asked for "
                                        "as separate seeded requests, and n was not sent to it again this run")  # fmt: skip
-                call.entry = await fill(call, subs, sub_keys, split_entry(entry, subs, sub_keys, store))
+                subs = subs or singles(teacher, request)
+                call.entry = await fill(call, subs, split_entry(entry, subs, store))
             else:
                 call.entry = entry
         bar.advance()
 
-    async def fill(call: Call, subs: list[Request], sub_keys: list[str], have: list[dict]) -> dict:
+    async def fill(call: Call, subs: list[tuple[Request, str]], have: list[dict]) -> dict:
         """The n samples of ``call`` as n single seeded requests (each cached under its own key), merged."""
         entries = list(have)
-        for request, key in zip(subs[len(have) :], sub_keys[len(have) :]):
+        for request, key in subs[len(have) :]:
             entry = store.get(key) or await send(call.teacher, request, key)
             if not entry.get("ok"):
                 return entry
@@ -235,16 +236,23 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
         raise GenerationError(f"stopping: {stop[0]}{tail}")
 
 
-def split_entry(entry: dict, subs: list[Request], sub_keys: list[str], store: Store) -> list[dict]:
+def singles(teacher: Teacher, request: Request) -> list[tuple[Request, str]]:
+    """The n samples of an n-request as n single requests seeded seed + k, with their cache keys (the requests a
+    teacher without native ``n`` is sent, so both share the cache)."""
+    subs = [replace(request, n=1, seed=None if request.seed is None else request.seed + k) for k in range(request.n)]
+    return [(r, call_key(teacher, r)) for r in subs]
+
+
+def split_entry(entry: dict, subs: list[tuple[Request, str]], store: Store) -> list[dict]:
     """A short reply to an n-request, kept as the answers to its first single seeded requests (journaled under their
     keys, so a kill before the rest arrive loses nothing)."""
     if not entry.get("ok"):
         return []
     out = []
-    for k, choice in enumerate(entry["choices"][: len(subs)]):
-        sub = {**entry, "key": sub_keys[k], "n": 1, "seed": subs[k].seed, "choices": [choice],
-               "usage": entry.get("usage") if k == 0 else {"prompt_tokens": 0, "completion_tokens": 0},
-               "cost": entry.get("cost") if k == 0 else 0.0}  # fmt: skip
+    for (request, key), choice in zip(subs, entry["choices"]):
+        sub = {**entry, "key": key, "n": 1, "seed": request.seed, "choices": [choice],
+               "usage": entry.get("usage") if not out else {"prompt_tokens": 0, "completion_tokens": 0},
+               "cost": entry.get("cost") if not out else 0.0}  # fmt: skip
         store.put(sub)
         out.append(sub)
     return out

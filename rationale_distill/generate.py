@@ -130,8 +130,9 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
     for call in calls:
         if call.cached and not call.entry.get("ok"):
             stats.failures[call.entry.get("kind", "error")] += 1
-    if store.torn_report():
-        stats.notes.append(store.torn_report())
+    torn = store.torn_report()
+    if torn:
+        stats.notes.append(torn)
     started = time.perf_counter()
     # Identical requests (a repeated input) are paid for once: run one call per key, share its entry.
     unique = {c.key: c for c in calls if not c.cached}
@@ -154,14 +155,14 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
                    "template": spec.template, "input_field": config.input_field}  # fmt: skip
     records = assemble(spec, examples, calls, stats, plugins.parsers, prompt_info)
     out = None
-    incomplete = [r for r in records if any(s.error_kind == "budget" for s in r.samples)]
-    stats.failed_inputs = sum(1 for r in records if r not in incomplete and any(s.error for s in r.samples))
+    done = [r for r in records if not any(s.error_kind == "budget" for s in r.samples)]  # budget-skipped: not written
+    stats.failed_inputs = sum(1 for r in done if any(s.error for s in r.samples))
     if config.out:
         out = Path(config.out)
-        write_jsonl(out, [r for r in records if r not in incomplete])
-    if incomplete:
+        write_jsonl(out, done)
+    if len(done) < len(records):
         raise BudgetExceeded(
-            f"--max-cost {config.max_cost} reached (spent ${stats.cost:.4f}): {len(records) - len(incomplete)} of "
+            f"--max-cost {config.max_cost} reached (spent ${stats.cost:.4f}): {len(done)} of "
             f"{len(records)} inputs done{f' and written to {out}' if out else ''}; paid calls are cached, "
             "re-run with a higher --max-cost to finish"
         )

@@ -184,22 +184,21 @@ class Engine:
             shortest = min(len(x) for x in ids)
             while shared < shortest - 1 and all(x[shared] == ids[0][shared] for x in ids):
                 shared += 1
+        cache = None
         if shared < MIN_SHARED_PREFIX:
-            width = max(len(x) for x in ids)
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-            return {"input_ids": input_ids, "attention_mask": mask}, None
-        prefix = tuple(ids[0][:shared])
-        if self._prefix is None or self._prefix[0] != prefix:
-            with torch.no_grad():
-                out = self.model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
-            self._prefix = (prefix, out.past_key_values)
-        cache = copy.deepcopy(self._prefix[1])
-        cache.batch_repeat_interleave(len(ids))
+            shared = 0  # no prefix worth sharing: plain left padding
+        else:
+            prefix = tuple(ids[0][:shared])
+            if self._prefix is None or self._prefix[0] != prefix:
+                with torch.no_grad():
+                    out = self.model(input_ids=torch.tensor([prefix], device=device), use_cache=True)
+                self._prefix = (prefix, out.past_key_values)
+            cache = copy.deepcopy(self._prefix[1])
+            cache.batch_repeat_interleave(len(ids))
+            self.prefix_tokens_saved += shared * (len(ids) - 1)
         width = max(len(x) for x in ids) - shared
-        rows = [list(prefix) + [pad] * (width - (len(x) - shared)) + x[shared:] for x in ids]
+        rows = [x[:shared] + [pad] * (width - (len(x) - shared)) + x[shared:] for x in ids]
         mask = [[1] * shared + [0] * (width - (len(x) - shared)) + [1] * (len(x) - shared) for x in ids]
-        self.prefix_tokens_saved += shared * (len(ids) - 1)
         return {"input_ids": torch.tensor(rows, device=device), "attention_mask": torch.tensor(mask, device=device)}, cache
 
 

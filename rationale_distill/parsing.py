@@ -36,6 +36,7 @@ class ParseFailure(Exception):
 class Parsed:
     rationale: str
     raw_answer: str  # the span the answer was read from, as written
+    answer: str | None = None  # its canonical form, when the parser already read it by the answer type
 
 
 # --- numbers ----------------------------------------------------------------------------------------
@@ -347,8 +348,8 @@ def _options(spec):
 def answer_marker(text: str, spec, fields: dict | None = None) -> Parsed:
     """Rationale, then '<marker> X' (Distilling Step-by-Step's 'So the answer is X'); the last marker wins. Without
     a marker, the common answer formats are recognised."""
-    rationale, raw, _ = find_answer(text, spec.answer_marker, spec.answer_type or "text", _options(spec))
-    return Parsed(rationale=rationale, raw_answer=raw)
+    rationale, raw, answer = find_answer(text, spec.answer_marker, spec.answer_type or "text", _options(spec))
+    return Parsed(rationale=rationale, raw_answer=raw, answer=answer)
 
 
 def first_word(text: str, spec, fields: dict | None = None) -> Parsed:
@@ -387,5 +388,7 @@ def dspy_fields(text: str, spec, fields: dict | None = None) -> Parsed:
 def parse_sample(parser, text: str, spec, fields: dict | None = None) -> tuple[str, str, str]:
     """Return (rationale, raw answer, canonical answer); raises ParseFailure."""
     parsed = parser(text, spec, fields)
+    if parsed.answer is not None:
+        return parsed.rationale, parsed.raw_answer, parsed.answer
     raw, answer = extract(parsed.raw_answer, spec.answer_type or "text", _options(spec))
     return parsed.rationale, raw, answer

@@ -145,14 +145,18 @@ class LiteLLMTeacher(Teacher):
         self.price = price
         self.params = params
         self._price_unknown = self._response_price_unknown = False  # remembered: each failed lookup raises
+        self._queues_locally: bool | None = None
 
     def identity(self) -> dict:
         return {"model": self.model, "api_base": redact_url(self.api_base)}
 
     @property
     def queues_locally(self) -> bool:
-        """A model served in this process (a custom provider such as ``local/``): its queue time is not a timeout."""
-        return self.provider in _custom_providers()
+        """A model served in this process (a custom provider such as ``local/``): its queue time is not a timeout.
+        Looked up once, on the first call (providers are installed before any call is sent)."""
+        if self._queues_locally is None:
+            self._queues_locally = self.provider in _custom_providers()
+        return self._queues_locally
 
     def request_payload(self, request: Request) -> dict:
         # The parameters exactly as complete() merges them: the teacher's own (top_p, response_format, reasoning
