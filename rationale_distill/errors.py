@@ -13,6 +13,11 @@ class UsageError(RdistillError):
     """Bad input from the user: a file, a line, a field, a flag."""
 
 
+class BadRow(UsageError):
+    """One input row cannot be used (a missing or null field, a list where text belongs, a prompt too big for the
+    model); ``--skip-bad-rows`` skips such rows, counted and listed, instead of stopping."""
+
+
 class PluginError(RdistillError):
     """A plugin failed to load, collided with another, or a name is unknown."""
 

@@ -29,12 +29,12 @@ class EvalConfig:
     label_field: str | None = option(None, help="with a JSONL file: the field holding the gold label")
     teacher_records: str | None = option(None, help="teacher records JSONL, to compare with the teacher")
     out: str | None = option(None, help="report folder: report.json, report.md, report.png")
-    max_new_tokens: int | None = option(None, help="tokens the student may generate per answer (default: 16, or 160 for full responses)")
-    batch_size: int = option(16, help="prompts per generation batch (throughput); latency is also measured at batch 1")
-    latency_samples: int = option(16, help="examples timed one at a time for per-answer latency")
-    rationales: int = option(0, help="also generate rationales for the first N examples, for inspection")
-    limit: int | None = option(None, help="evaluate only the first N examples")
-    device: str = option("auto", help="auto, cuda or cpu")
+    max_new_tokens: int | None = option(None, help="tokens the student may generate per answer (default: 16, or 160 for full responses)", ge=1)
+    batch_size: int = option(16, help="prompts per generation batch (throughput); latency is also measured at batch 1", ge=1)
+    latency_samples: int = option(16, help="examples timed one at a time for per-answer latency", ge=0)
+    rationales: int = option(0, help="also generate rationales for the first N examples, for inspection", ge=0)
+    limit: int | None = option(None, help="evaluate only the first N examples", ge=1)
+    device: str = option("auto", help="auto, cuda or cpu", pattern=(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"))
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .calls import Call, Stats, run_calls
 from .config import option
-from .errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageError
+from .errors import BadRow, BudgetExceeded, CompletedWithFailures, PluginError, UsageError
 from .parsing import ANSWER_TYPES, ParseFailure, infer_answer_type, normalize, parse_sample
 from .prompts import PromptSpec, resolve_prompt
 from .records import Sample, TeacherRecord, write_jsonl
@@ -32,29 +32,31 @@ class GenerateConfig:
     input_field: str | None = option(None, help="the row field that fills {input} in the prompt template")
     label_field: str | None = option(None, help="the row field holding the gold label, if any")
     id_field: str | None = option(None, help="the row field holding a stable example id (default: the line number)")
-    answer_type: str | None = option(None, help="text | number | choice: how answers are read and compared (default: the prompt's, else inferred from the gold labels)")
+    answer_type: str | None = option(None, help="text | number | choice: how answers are read and compared (default: the prompt's, else inferred from the gold labels)", choices=("text", "number", "choice"))
     options: list[str] | None = option(None, flag="option", help="with --answer-type choice: one option (a letter or a label string)")
-    samples: int = option(1, help="samples per input per teacher, for self-consistency voting")
-    concurrency: int = option(16, help="requests in flight at once")
-    rpm: float | None = option(None, help="requests per minute limit, all teachers together")
-    tpm: float | None = option(None, help="tokens per minute limit (prompt + max completion tokens)")
-    max_retries: int = option(6, help="retries per request on 429, 5xx, connection errors and timeouts")
-    retry_base_delay: float = option(1.0, help="seconds before the first retry; doubled per attempt, with jitter")
-    max_retry_after: float = option(60.0, help="longest wait before a retry, in seconds, whatever the provider's Retry-After says")
+    samples: int = option(1, help="samples per input per teacher, for self-consistency voting", ge=1)
+    concurrency: int = option(16, help="requests in flight at once", ge=1)
+    rpm: float | None = option(None, help="requests per minute limit, all teachers together", gt=0)
+    tpm: float | None = option(None, help="tokens per minute limit (prompt + max completion tokens)", gt=0)
+    max_retries: int = option(6, help="retries per request on 429, 5xx, connection errors and timeouts", ge=0)
+    retry_base_delay: float = option(1.0, help="seconds before the first retry; doubled per attempt, with jitter", ge=0)
+    max_retry_after: float = option(60.0, help="longest wait before a retry, in seconds, whatever the provider's Retry-After says", ge=0)
     retry_failed: bool = option(False, help="resend requests that failed permanently (4xx) in an earlier run; by default they stay failed")
-    allow_failures: float = option(0.0, help="inputs allowed to fail before the exit code says 'completed with failures' (4): a count, or a fraction below 1")
-    rate_window: float = option(60.0, help="seconds per --rpm/--tpm window (tests shrink it)", cli=False)
-    timeout: float = option(120.0, help="seconds per request")
-    temperature: float | None = option(None, help="sampling temperature (default: the prompt's, else 0.7 with --samples > 1, else 0)")
-    max_tokens: int | None = option(None, help="maximum completion tokens per sample")
-    seed: int = option(0, help="base seed; sample i uses seed + i")
+    allow_failures: float = option(0.0, help="inputs allowed to fail before the exit code says 'completed with failures' (4): a count, or a fraction below 1", ge=0)
+    rate_window: float = option(60.0, help="seconds per --rpm/--tpm window (tests shrink it)", cli=False, gt=0)
+    timeout: float = option(120.0, help="seconds per request", gt=0)
+    temperature: float | None = option(None, help="sampling temperature (default: the prompt's, else 0.7 with --samples > 1, else 0)", ge=0, le=5)
+    max_tokens: int | None = option(None, help="maximum completion tokens per sample", ge=1)
+    seed: int = option(0, help="base seed; sample i uses seed + i", ge=0)
     api_base: str | None = option(None, help="base URL of the provider, e.g. http://127.0.0.1:8000/v1 for vLLM")
     api_key_env: str | None = option(None, help="environment variable holding the API key (default: the provider's)")
     price: str | None = option(None, help="IN,OUT: USD per 1M input and output tokens, for models LiteLLM has no price for")
-    max_cost: float | None = option(None, help="stop cleanly once this many USD are spent")
-    logprobs: int | None = option(None, help="ask for the top-K logprobs and keep those of the answer tokens")
-    limit: int | None = option(None, help="use only the first N rows")
-    workers: int = option(1, help="processes, one event loop each, sharing the cache and journal (use one per CPU core for fast HTTP teachers)")
+    max_cost: float | None = option(None, help="stop cleanly once this many USD are spent", gt=0)
+    logprobs: int | None = option(None, help="ask for the top-K logprobs and keep those of the answer tokens", ge=0, le=20)
+    skip_bad_rows: bool = option(False, help="skip rows that cannot be used (missing/null/list fields, prompts too big for the model), counted and listed in OUT.skipped.jsonl, instead of stopping at the first")
+    max_prompt_tokens: int | None = option(None, help="refuse rows whose prompt is estimated above this many tokens (default: the model's context window where LiteLLM knows it, else 131072)", ge=1)
+    limit: int | None = option(None, help="use only the first N rows", ge=1)
+    workers: int = option(1, help="processes, one event loop each, sharing the cache and journal (use one per CPU core for fast HTTP teachers)", ge=1, le=256)
     dry_run: bool = option(False, help="count calls and tokens and estimate the cost; call nothing")
     cache_dir: str | None = option(None, help="cache and journal folder (default: $RDISTILL_CACHE_DIR or ~/.cache/rationale-distill)")
     out: str | None = option(None, help="output JSONL of teacher records")
@@ -98,7 +100,7 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
             raise UsageError(f"--max-cost: no price is known for {unpriced[0]}, so the budget could never trigger; "
                              "pass --price IN,OUT (USD per 1M input and output tokens)")  # fmt: skip
 
-    examples = [prepare_row(spec, config, where, row) for where, row in rows]
+    examples, skipped = prepare_rows(spec, config, rows, teachers)
     calls = plan_calls(spec, config, teachers, examples)
     with contextlib.ExitStack() as locks:
         if not config.dry_run:
@@ -108,10 +110,11 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
             if config.out:
                 out = Path(config.out)
                 locks.enter_context(exclusive(out.with_name(f".{out.name}.lock"), f"the output {out}", "pass another --out"))
-        return run_generation(config, plugins, spec, answer_type_source, examples, calls, progress)
+        result = run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped)
+    return result
 
 
-def run_generation(config, plugins, spec, answer_type_source, examples, calls, progress) -> Result:
+def run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped=()) -> Result:
     store = Store(config.cache_dir)
     failed_before = 0
     for call in calls:
@@ -122,7 +125,8 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
         call.cached = call.entry is not None
 
     if config.dry_run:
-        return Result(records=[], stats=Stats(inputs=len(examples), calls=len(calls)), dry_run=estimate(spec, config, calls))
+        stats = Stats(inputs=len(examples), calls=len(calls), notes=row_notes(examples, skipped, config))
+        return Result(records=[], stats=stats, dry_run=estimate(spec, config, calls))
 
     install_providers(plugins)
     stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls) - failed_before,
@@ -130,6 +134,7 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
     for call in calls:
         if call.cached and not call.entry.get("ok"):
             stats.failures[call.entry.get("kind", "error")] += 1
+    stats.notes.extend(row_notes(examples, skipped, config))
     torn = store.torn_report()
     if torn:
         stats.notes.append(torn)
@@ -160,6 +165,11 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
     if config.out:
         out = Path(config.out)
         write_jsonl(out, done)
+        listed = skipped_path(out)
+        if skipped:
+            write_jsonl(listed, [{"where": where, "reason": reason} for where, reason in skipped])
+        elif listed.exists():
+            listed.unlink()  # a list from an earlier run no longer says the truth
     if len(done) < len(records):
         raise BudgetExceeded(
             f"--max-cost {config.max_cost} reached (spent ${stats.cost:.4f}): {len(done)} of "
@@ -200,8 +210,6 @@ def load_rows(plugins, path: str, limit: int | None = None) -> list[tuple[str, d
         raise UsageError(f"{path}: no loader for this file type (known: {', '.join(exts)})")
     rows = []
     for lineno, row in loader(p):
-        if not isinstance(row, dict):
-            raise UsageError(f"{path}:{lineno}: expected an object with named fields, got {type(row).__name__}")
         rows.append((f"{path}:{lineno}", row))
         if limit and len(rows) >= limit:
             break
@@ -225,7 +233,7 @@ def settle_answer_type(spec: PromptSpec, config: GenerateConfig, rows) -> tuple[
         return replace(spec, answer_type="choice", options=config.options), "--option"
     if spec.answer_type is not None:
         return spec, f"prompt {spec.name}"
-    labels = [row.get(config.label_field) for _, row in rows] if config.label_field else []
+    labels = [row.get(config.label_field) for _, row in rows if isinstance(row, dict)] if config.label_field else []
     kind, options, why = infer_answer_type(labels)
     return replace(spec, answer_type=kind, options=spec.options or options), f"inferred: {why}"
 
@@ -233,6 +241,60 @@ def settle_answer_type(spec: PromptSpec, config: GenerateConfig, rows) -> tuple[
 def describe_answer_type(spec: PromptSpec, source: str) -> str:
     options = f" over {', '.join(spec.options[:6])}{', ...' if len(spec.options) > 6 else ''}" if spec.options else ""
     return f"{spec.answer_type}{options} ({source})"
+
+
+def prepare_rows(spec: PromptSpec, config: GenerateConfig, rows, teachers) -> tuple[list, list[tuple[str, str]]]:
+    """(examples, skipped rows as (where, why)). A bad row stops the run with its file and line, or with
+    --skip-bad-rows is skipped and listed. Nothing has been sent yet."""
+    limit = config.max_prompt_tokens or min((w for w in (t.context_window() for t in teachers) if w), default=DEFAULT_WINDOW)
+    examples, skipped = [], []
+    for where, row in rows:
+        try:
+            ex = prepare_row(spec, config, where, row)
+            size = prompt_size(ex.messages)  # a cheap upper estimate: no tokenizer for a 50 MB row
+            if size > limit:
+                raise BadRow(f"{where}: the prompt is about {size:,} tokens, over the {limit:,} the model accepts "
+                             "(--max-prompt-tokens); shorten the row")  # fmt: skip
+        except BadRow as exc:
+            if not config.skip_bad_rows:
+                raise BadRow(f"{exc}; or pass --skip-bad-rows to skip such rows (counted and listed)") from None
+            skipped.append((where, str(exc).split(": ", 1)[-1]))
+            continue
+        examples.append(ex)
+    if not examples:
+        raise UsageError(f"{config.data}: every row was skipped as bad (first: {skipped[0][0]}: {skipped[0][1]})")
+    return examples, skipped
+
+
+DEFAULT_WINDOW = 131072
+
+
+def prompt_size(messages: list[dict]) -> int:
+    """Estimated prompt tokens: 3 characters per token (English runs ~4, so this errs towards refusing less text)."""
+    return sum(len(m.get("content") or "") for m in messages) // 3 + 4 * len(messages)
+
+
+def row_notes(examples: list, skipped: list[tuple[str, str]], config: GenerateConfig) -> list[str]:
+    notes = []
+    if skipped:
+        listed = f"; all listed in {skipped_path(Path(config.out))}" if config.out else ""
+        first = "; ".join(f"{w}: {why}" for w, why in skipped[:3])
+        notes.append(f"{len(skipped)} bad rows skipped (--skip-bad-rows): {first}{listed}")
+    seen: dict[str, str] = {}
+    duplicates = []
+    for ex in examples:
+        if ex.id in seen:
+            duplicates.append((ex.id, seen[ex.id], ex.where))
+        seen.setdefault(ex.id, ex.where)
+    if duplicates:
+        i, a, b = duplicates[0]
+        notes.append(f"{len(duplicates)} duplicate ids (first: {i!r} at {a} and {b}): records are told apart by id "
+                     "downstream; make --id-field unique")  # fmt: skip
+    return notes
+
+
+def skipped_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".skipped.jsonl")
 
 
 @dataclass
@@ -247,23 +309,28 @@ class Example:
 
 
 def prepare_row(spec: PromptSpec, config: GenerateConfig, where: str, row: dict) -> Example:
+    if not isinstance(row, dict):
+        raise BadRow(f"{where}: expected an object with named fields, got {type(row).__name__}")
     fields = dict(row)
     if config.input_field:
         if config.input_field not in row:
-            raise UsageError(f"{where}: --input-field {config.input_field!r} is not in the row (fields: {', '.join(sorted(row))})")
-        fields["input"] = row[config.input_field]
+            raise BadRow(f"{where}: --input-field {config.input_field!r} is not in the row (fields: {', '.join(sorted(row))})")
+        value = fields["input"] = row[config.input_field]
+        if value is None or isinstance(value, (list, dict)):
+            what = "null" if value is None else f"a {type(value).__name__}"
+            raise BadRow(f"{where}: field {config.input_field!r} is {what}, but the prompt needs text or a number there")
     messages, parts = spec.render(fields, where)
     label = None
     if config.label_field:
         if config.label_field not in row:
-            raise UsageError(f"{where}: --label-field {config.label_field!r} is not in the row (fields: {', '.join(sorted(row))})")
+            raise BadRow(f"{where}: --label-field {config.label_field!r} is not in the row (fields: {', '.join(sorted(row))})")
         try:
             label = normalize(row[config.label_field], spec.answer_type, spec.options)
         except ParseFailure as exc:
-            raise UsageError(f"{where}: gold label: {exc} (prompt answer_type is {spec.answer_type!r})") from None
+            raise BadRow(f"{where}: gold label: {exc} (prompt answer_type is {spec.answer_type!r})") from None
     if config.id_field:
-        if config.id_field not in row:
-            raise UsageError(f"{where}: --id-field {config.id_field!r} is not in the row")
+        if config.id_field not in row or row[config.id_field] is None:
+            raise BadRow(f"{where}: --id-field {config.id_field!r} is not in the row")
         ex_id = str(row[config.id_field])
     else:
         ex_id = f"row-{where.rsplit(':', 1)[1]}"

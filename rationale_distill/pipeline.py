@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import build as build_config
-from .config import load_yaml, to_dict
+from .config import load_yaml, option, to_dict
 from .dataset import BuildConfig, build
 from .errors import UsageError
 from .evaluate import EvalConfig, evaluate, records_summary
@@ -32,6 +32,12 @@ from .training import TrainConfig, train
 
 STAGES = ("generate", "build", "train", "eval")
 SECTIONS = {"out", "data", "test_data", "generate", "build", "train", "eval", "compare"}
+
+
+@dataclass
+class CompareConfig:
+    teacher: bool = option(True, help="also score the prompted teacher on test_data (one greedy answer per row)", cli=False)
+    bare_prompt: str | None = option(None, help="also score the teacher under this prompt (e.g. one without demos) on test_data", cli=False)
 
 
 @dataclass
@@ -56,14 +62,21 @@ def load_run_config(path: str | Path) -> RunConfig:
     for key in ("out", "data"):
         if key not in data:
             raise UsageError(f"{path}: missing {key!r}")
+    for key in ("out", "data", "test_data"):
+        if key in data and not isinstance(data[key], str) and not (key == "test_data" and data[key] is None):
+            raise UsageError(f"{path}: {key} = {data[key]!r}: expected a path")
+    for key in ("generate", "build", "train", "eval", "compare"):
+        data[key] = data.get(key) or {}
+        if not isinstance(data[key], dict):
+            raise UsageError(f"{path}: section {key!r} must be a mapping of settings, got {type(data[key]).__name__}")
     base = path.resolve().parent
 
     def rel(p):
         return None if p is None else str(p if Path(p).is_absolute() else (base / p))
 
     data["data"], data["test_data"] = rel(data["data"]), rel(data.get("test_data"))
-    prompt = data.get("generate", {}).get("prompt")
-    if prompt and prompt.endswith((".yaml", ".yml")):
+    prompt = data["generate"].get("prompt")
+    if isinstance(prompt, str) and prompt.endswith((".yaml", ".yml")):
         data["generate"]["prompt"] = rel(prompt)
     return RunConfig(**data, source=str(path))
 
@@ -74,6 +87,9 @@ def stage_configs(run: RunConfig) -> tuple[GenerateConfig, BuildConfig, TrainCon
     gen = build_config(GenerateConfig, {**run.generate, "data": run.data, "out": str(out / "teacher.jsonl")}, f"{where}: generate")
     bld = build_config(BuildConfig, {**run.build, "records": gen.out, "out": str(out / "data")}, f"{where}: build")
     trn = build_config(TrainConfig, {**run.train, "data": bld.out, "out": str(out / "student")}, f"{where}: train")
+    # The eval and compare sections are checked here too, before generate spends anything.
+    build_config(EvalConfig, {**run.eval, "student": trn.out}, f"{where}: eval")
+    build_config(CompareConfig, run.compare, f"{where}: compare")
     return gen, bld, trn
 
 
@@ -136,7 +152,7 @@ def _fingerprint(config: TrainConfig) -> str:
 
 def evaluate_with_baselines(run: RunConfig, gen: GenerateConfig, trn: TrainConfig, plugins, progress) -> dict:
     out = Path(run.out)
-    compare = {"teacher": True, "bare_prompt": None, **run.compare}
+    compare = to_dict(build_config(CompareConfig, run.compare, f"{run.source}: compare"))
     eval_settings = dict(run.eval)
     limit = eval_settings.get("limit")
     test = run.test_data

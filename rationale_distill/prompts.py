@@ -10,6 +10,7 @@ or ``text`` for base models with no chat template), ``parser``, ``answer_marker`
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
+from .errors import BadRow, UsageError
 from .parsing import ANSWER_TYPES
 from .records import Part
 
+PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})")  # {field}, not {{literal}}
 FIELDS = {
     "name", "description", "format", "system", "instructions", "examples", "template", "response_template",
     "parser", "answer_marker", "answer_type", "options", "stop", "params", "demo_separator",
@@ -61,10 +63,22 @@ class PromptSpec:
         missing = [f for f in self.input_fields if f not in row]
         if missing:
             present = ", ".join(sorted(row)) or "none"
-            raise UsageError(
+            raise BadRow(
                 f"{where}: missing field {missing[0]!r} needed by prompt {self.name!r} "
                 f"(fields present: {present}); fix the data or pass --input-field"
             )
+        for name in self.input_fields:
+            value = row[name]
+            if value is None or isinstance(value, (list, dict)):
+                what = "null" if value is None else f"a {type(value).__name__}"
+                raise BadRow(f"{where}: field {name!r} is {what}, but prompt {self.name!r} needs text or a number there")
+        for kind, text in (("system", self.system), ("instructions", self.instructions)):
+            named = sorted(set(PLACEHOLDER.findall(text or "")) & set(row))
+            if named:
+                raise UsageError(
+                    f"{self.source}: {kind} contains {{{named[0]}}}, a field of the rows, but only `template` is filled "
+                    f"in from each row ({kind} is sent as written): move the row-dependent text into template"
+                )
         return self.template.format_map({k: _text(v) for k, v in row.items()})
 
     def render_response(self, rationale: str, answer: str) -> str:

@@ -18,7 +18,7 @@ def pick_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
     return device
 

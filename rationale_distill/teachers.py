@@ -73,6 +73,10 @@ class Teacher:
     async def complete(self, request: Request) -> Completion:
         raise NotImplementedError
 
+    def context_window(self) -> int | None:
+        """The most prompt tokens the model accepts, where known; rows whose prompt is bigger are refused unsent."""
+        return None
+
     def count_tokens(self, messages: list[dict]) -> int:
         return sum(len(m.get("content") or "") for m in messages) // 4 + 4 * len(messages)
 
@@ -212,6 +216,14 @@ class LiteLLMTeacher(Teacher):
             cost = litellm_cost(response)
             self._response_price_unknown = cost is None
         return Completion(choices=choices, usage=usage, cost=cost)
+
+    def context_window(self) -> int | None:
+        import litellm
+
+        try:
+            return litellm.get_model_info(self.model).get("max_input_tokens")
+        except Exception:  # noqa: BLE001 - a model LiteLLM does not know (a local server): unknown
+            return None
 
     def count_tokens(self, messages: list[dict]) -> int:
         import litellm

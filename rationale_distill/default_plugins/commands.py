@@ -32,7 +32,9 @@ def add_stage_arguments(parser, config_cls) -> None:
 
 def stage_config(config_cls, args):
     """The YAML file's settings (if --config), then the flags given on top of them."""
-    return from_args(config_cls, args, load_yaml(args.config) if args.config else None)
+    if args.config:
+        return from_args(config_cls, args, load_yaml(args.config), base_where=args.config)
+    return from_args(config_cls, args)
 
 
 # --- generate ---------------------------------------------------------------------------------------
