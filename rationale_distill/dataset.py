@@ -12,12 +12,12 @@ Modes:
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
 import statistics
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,28 +288,60 @@ def card(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_output(out: Path, dataset, rows, rejects, report, config) -> None:
-    """Everything goes to a temporary folder beside ``out`` and is renamed into place at the end."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        import datasets
+def clean_stale(out: Path) -> list[Path]:
+    """Remove the temporary folders of builds into ``out`` whose process is gone; returns what was removed."""
+    removed = []
+    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}.*")):
+        pid = path.name[len(out.name) + 2 :].split(".")[0]
+        if not path.is_dir() or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        if path.name.endswith(".old") and not out.exists():
+            path.rename(out)  # killed between the two renames: the old build is the complete one
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
-        datasets.disable_progress_bars()
-        dataset.save_to_disk(str(tmp / "dataset"))
-        for split in SPLITS:
-            write_jsonl(tmp / f"{split}.jsonl", [formatted(r, config) for r in rows if r["split"] == split])
-        write_jsonl(tmp / "rejects.jsonl", [r.__dict__ for r in rejects])
-        (tmp / "build.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(card(report))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_output(out: Path, dataset, rows, rejects, report, config) -> None:
+    """Everything goes to a temporary folder beside ``out`` and is renamed into place at the end, so ``out`` is
+    always the old build or the new one. A build killed midway leaves ``.OUT.PID.tmp`` (or ``.OUT.PID.old``)
+    behind; the next build removes what a dead process left, first restoring ``out`` if the kill fell between the
+    two renames."""
+    from .store import exclusive
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(out.with_name(f".{out.name}.lock"), f"the dataset folder {out}", "pass another --out"):
+        clean_stale(out)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        old = out.with_name(f".{out.name}.{os.getpid()}.old")
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        try:
+            import datasets
+
+            datasets.disable_progress_bars()
+            dataset.save_to_disk(str(tmp / "dataset"))
+            for split in SPLITS:
+                write_jsonl(tmp / f"{split}.jsonl", [formatted(r, config) for r in rows if r["split"] == split])
+            write_jsonl(tmp / "rejects.jsonl", [r.__dict__ for r in rejects])
+            (tmp / "build.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+            (tmp / "README.md").write_text(card(report))
+            if out.exists():
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -16,6 +16,7 @@ from .errors import UsageError
 from .parsing import ParseFailure, extract, find_answer, normalize, same_answer
 from .prompts import PromptSpec
 from .records import TeacherRecord, read_records
+from .training import read_student
 
 _MARKER = "So the answer is"  # the default answer marker
 
@@ -129,10 +130,7 @@ def evaluate(config: EvalConfig) -> dict:
     """Evaluate a trained student; writes reports when config.out is set; returns the report dict."""
     from .student import folder_bytes, generate_answers, load_model, parameter_count, pick_device
 
-    meta_path = Path(config.student) / "rdistill_train.json"
-    if not meta_path.is_file():
-        raise UsageError(f"{config.student}: not a student folder written by `rdistill train` (no rdistill_train.json)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_student(config.student)
     examples = load_examples(config, meta)
     student_input = meta["dataset"].get("student_input", {})
     answer_type, options = student_input.get("answer_type") or "text", student_input.get("options")

@@ -16,7 +16,6 @@ cache, and a student whose config and data are unchanged is not trained again. `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ from .dataset import BuildConfig, build
 from .errors import UsageError
 from .evaluate import EvalConfig, evaluate, records_summary
 from .generate import GenerateConfig, check_failures, generate
-from .training import TrainConfig, train
+from .training import MANIFEST, TrainConfig, fingerprint, read_student, train
 
 STAGES = ("generate", "build", "train", "eval")
 SECTIONS = {"out", "data", "test_data", "generate", "build", "train", "eval", "compare"}
@@ -127,27 +126,22 @@ def run_pipeline(run: RunConfig, only: str | None = None, plugins=None, progress
 
 
 def train_or_reuse(config: TrainConfig, plugins, say) -> dict:
-    meta_path = Path(config.out) / "rdistill_train.json"
-    fingerprint = _fingerprint(config)
-    if meta_path.is_file() and not config.resume:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == fingerprint:
-            say(f"[train] reusing {config.out}: same config and data")
-            return {"reused": True, "out": config.out}
+    """Train, unless the folder already holds a complete student of the same settings and data, every file
+    unchanged since (hashes in its manifest)."""
+    if (Path(config.out) / MANIFEST).is_file() and not config.resume:
+        try:
+            meta = read_student(config.out, verify=True)
+        except UsageError as exc:
+            say(f"[train] not reusing: {exc}")
+        else:
+            if meta.get("fingerprint") == fingerprint(config):
+                say(f"[train] reusing {config.out}: same config and data, files unchanged")
+                return {"reused": True, "out": config.out}
     out = train(config, plugins=plugins)
-    meta = json.loads(meta_path.read_text())
-    meta["fingerprint"] = fingerprint
-    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    meta = read_student(out)
     losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
     return {"reused": False, "out": str(out), "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None, "train_runtime_s": meta["train_runtime_s"]}  # fmt: skip
-
-
-def _fingerprint(config: TrainConfig) -> str:
-    data = Path(config.data) / "train.jsonl"
-    digest = hashlib.sha256(data.read_bytes()).hexdigest() if data.is_file() else "missing"
-    settings = {k: v for k, v in to_dict(config).items() if k not in ("resume",)}
-    return hashlib.sha256(json.dumps([settings, digest], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def evaluate_with_baselines(run: RunConfig, gen: GenerateConfig, trn: TrainConfig, plugins, progress) -> dict:

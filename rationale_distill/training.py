@@ -7,12 +7,18 @@ Nothing here imports torch until training starts.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import option
+from .config import option, to_dict
 from .errors import UsageError
+
+MANIFEST = "rdistill_train.json"  # written last: its presence and hashes say the folder is one complete student
+INCOMPLETE = ".rdistill-incomplete"  # present while the final save runs
+CHECKPOINT_MARK = "rdistill_checkpoint.json"  # written into a checkpoint once the trainer has saved all of it
 
 
 @dataclass
@@ -67,6 +73,97 @@ def load_split_rows(data: str | Path) -> tuple[dict, dict]:
     if "train" not in splits:
         raise UsageError(f"{folder}: the train split is empty")
     return splits, report
+
+
+# --- what a training output and a checkpoint are, and when they may be trusted -------------------------------------
+
+# Settings that change what is trained. Logging, saving and where the files go do not.
+NOT_TRAINING = ("out", "resume", "logging_steps", "save_strategy", "save_steps", "save_total_limit", "eval_split", "device")
+LENGTH = ("epochs", "max_steps")  # how long to train: --resume may extend a run
+
+
+def data_digest(data: str | Path) -> str:
+    path = Path(data) / "train.jsonl"
+    return file_digest(path) if path.is_file() else "missing"
+
+
+def fingerprint(config: TrainConfig, also_ignore: tuple = ()) -> str:
+    """A hash of the settings that shape the student and of the training data: equal means the same training run.
+    A resumed run may go on for longer (``also_ignore=LENGTH``) and still be the same run."""
+    settings = {k: v for k, v in to_dict(config).items() if k not in NOT_TRAINING + also_ignore}
+    return hashlib.sha256(json.dumps([settings, data_digest(config.data)], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def begin_output(out: Path) -> None:
+    """Before the final save: mark the folder incomplete, then drop the old manifest and the old student's files,
+    so a kill while saving can never leave new weights beside an old manifest (or old weights beside a new one)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INCOMPLETE).write_text(f"pid {os.getpid()}: the final save of a training run is in progress\n")
+    old = out / MANIFEST
+    if old.is_file():
+        try:
+            listed = json.loads(old.read_text()).get("files", {})
+        except ValueError:
+            listed = {}
+        old.unlink()
+        for name in listed:
+            if "/" not in name and (out / name).is_file():
+                (out / name).unlink()
+
+
+def finish_output(out: Path, meta: dict) -> None:
+    """After the final save: hash every file, write the manifest atomically, then clear the incomplete mark."""
+    skip = {MANIFEST, INCOMPLETE, "README.md"}  # the model card: `rdistill eval` adds its results to it
+    meta["files"] = {p.name: file_digest(p) for p in sorted(out.iterdir()) if p.is_file() and p.name not in skip}
+    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    (out / INCOMPLETE).unlink(missing_ok=True)
+
+
+def read_student(folder: str | Path, verify: bool = False) -> dict:
+    """The manifest of a complete student folder; a one-line UsageError for anything else. ``verify`` re-hashes
+    every file it lists (the pipeline does before reusing a student)."""
+    folder = Path(folder)
+    if (folder / INCOMPLETE).exists():
+        raise UsageError(f"{folder}: the training run that writes this folder did not finish saving (killed?); "
+                         "train again into it, or pass another folder")  # fmt: skip
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise UsageError(f"{folder}: not a student folder written by `rdistill train` (no {MANIFEST})")
+    meta = json.loads(path.read_text())
+    if verify:
+        for name, digest in meta.get("files", {}).items():
+            if not (folder / name).is_file() or file_digest(folder / name) != digest:
+                raise UsageError(f"{folder}: {name} is missing or changed since training; train again into it")
+    return meta
+
+
+def pick_checkpoint(checkpoints: Path, config: TrainConfig) -> tuple[Path, list[str]]:
+    """(the newest complete checkpoint of this very run, notes on the ones passed over). A checkpoint is complete
+    once the trainer has written all of it and then our mark; the mark holds the run's fingerprint, so a checkpoint
+    of another configuration or other data is refused rather than silently continued."""
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit() else -1)
+    notes = []
+    for path in reversed(found):
+        mark = path / CHECKPOINT_MARK
+        if not mark.is_file():
+            notes.append(f"{path.name} is incomplete (killed while saving?), passed over")
+            continue
+        theirs = json.loads(mark.read_text()).get("fingerprint")
+        if theirs != fingerprint(config, LENGTH):
+            raise UsageError(f"--resume: {path} belongs to another run (different settings or training data); "
+                             "resume with the same settings, or train into another --out")  # fmt: skip
+        return path, notes
+    raise UsageError(f"--resume: no complete checkpoint in {checkpoints}" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def train(config: TrainConfig, plugins=None) -> Path:

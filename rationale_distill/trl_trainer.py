@@ -13,8 +13,10 @@ Read top to bottom: tokenize -> collate -> loss -> trainer -> train().
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -22,8 +24,9 @@ import torch.nn.functional as F
 
 from .config import to_dict
 from .errors import UsageError
-from .student import load_model, parameter_count, pick_device, save_json
-from .training import TrainConfig, load_split_rows, model_card
+from .student import load_model, parameter_count, pick_device
+from .training import (CHECKPOINT_MARK, LENGTH, TrainConfig, begin_output, finish_output, fingerprint, load_split_rows,
+                       model_card, pick_checkpoint)
 
 TASK_IDS = {"label": 0, "context": 0, "single": 0, "rationale": 1}  # 0: the answer term, 1: the rationale term
 
@@ -158,6 +161,14 @@ def train_trl_sft(config: TrainConfig) -> Path:
     from trl import SFTConfig
 
     splits, build_report = load_split_rows(config.data)
+    out = Path(config.out)
+    checkpoints = out / "checkpoints"
+    resume = None
+    if config.resume:  # checked before the model loads: a wrong checkpoint is refused at once
+        path, notes = pick_checkpoint(checkpoints, config)
+        for note in notes:
+            print(f"--resume: {note}", file=sys.stderr)
+        resume = str(path)
     device = pick_device(config.device)
     gpu = device == "cuda"
     if config.qlora and not gpu:
@@ -191,8 +202,6 @@ def train_trl_sft(config: TrainConfig) -> Path:
     eval_rows = splits.get(config.eval_split) if config.eval_split and config.eval_split != "none" else None
     eval_ds = tokenized(eval_rows) if eval_rows else None
 
-    out = Path(config.out)
-    checkpoints = out / "checkpoints"
     lr = config.learning_rate or (2e-4 if peft_config else 5e-5)
     args = SFTConfig(
         output_dir=str(checkpoints), num_train_epochs=config.epochs, max_steps=config.max_steps, learning_rate=lr,
@@ -210,30 +219,42 @@ def train_trl_sft(config: TrainConfig) -> Path:
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                       data_collator=MultiTaskCollator(tokenizer.pad_token_id), peft_config=peft_config,
                       rationale_weight=config.rationale_weight)  # fmt: skip
-    resume = None
-    if config.resume:
-        found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        if not found:
-            raise UsageError(f"--resume: no checkpoint in {checkpoints}")
-        resume = str(found[-1])
+    if not config.resume and checkpoints.is_dir():
+        shutil.rmtree(checkpoints)  # another run's checkpoints would mix with this one's (and be rotated out)
+    trainer.add_callback(CheckpointMark(fingerprint(config, LENGTH)))
     result = trainer.train(resume_from_checkpoint=resume)
 
     model = trainer.model
     if peft_config and config.merge_adapter:
         model = model.merge_and_unload()
+    begin_output(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     history = [h for h in trainer.state.log_history]
     meta = {"config": to_dict(config), "dataset": build_report, "versions": versions(), "device": device, "bf16": bf16,
             "learning_rate": lr, "train_runtime_s": result.metrics.get("train_runtime"), "log_history": history,
-            "parameters": parameter_count(model),
+            "parameters": parameter_count(model), "fingerprint": fingerprint(config), "resumed_from": resume,
             "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}  # fmt: skip
-    save_json(out / "rdistill_train.json", meta)
     data_card = Path(config.data) / "README.md"
     if data_card.is_file():
         shutil.copy(data_card, out / "DATASET_CARD.md")
     (out / "README.md").write_text(model_card(meta))
+    finish_output(out, meta)  # last: the manifest, with every file's hash
     return out
+
+
+def CheckpointMark(run_fingerprint: str):
+    """A callback that marks each checkpoint complete (the trainer calls on_save after writing all of it), with
+    the run's fingerprint, so --resume can tell a whole checkpoint of this run from a torn or foreign one."""
+    from transformers import TrainerCallback
+
+    class Mark(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if path.is_dir() and state.is_world_process_zero:
+                (path / CHECKPOINT_MARK).write_text(json.dumps({"fingerprint": run_fingerprint, "step": state.global_step}) + "\n")
+
+    return Mark()
 
 
 def versions() -> dict:

@@ -2,6 +2,12 @@
 
 import filecmp
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import random
 import re
 
@@ -207,8 +213,49 @@ def test_cli_build_and_failures_leave_previous_output_intact(records, tmp_path, 
     code, stdout, _ = cli("build", records, "--out", out, "--mode", "rationale", "--label-source", "vote", "--min-agreement", "0.5")
     assert code == 0 and "Build summary" in stdout
     before = (out / "train.jsonl").read_bytes()
-    code, _, err = cli("build", records, "--out", out, "--label-source", "vote", "--min-agreement", "1.1")
+    code, _, err = cli("build", records, "--out", out, "--label-source", "vote", "--max-rationale-chars", "1")
     assert code == 2 and "no usable samples" in err
     assert (out / "train.jsonl").read_bytes() == before
     code, _, err = cli("build", records, "--out", out, "--mode", "nope")
-    assert code == 2 and "--mode 'nope'" in err
+    assert code == 2 and "mode (--mode) = 'nope': choose one of" in err
+
+
+def test_a_killed_build_leaves_nothing_behind_and_the_next_one_cleans_up(records, tmp_path, cli):
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "rationale_distill.cli", "build", str(records), "--out", str(out)]
+    for _ in range(20):  # kill -9 while the temporary folder is being written (retry if the build was too quick)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        while proc.poll() is None and not list(tmp_path.glob(".data.*.tmp")):
+            time.sleep(0.002)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL and list(tmp_path.glob(".data.*.tmp")):
+            break
+        shutil.rmtree(out, ignore_errors=True)
+    assert list(tmp_path.glob(".data.*.tmp")), "never caught the build while it wrote"
+    assert not (out / "build.json").exists() or json.loads((out / "build.json").read_text())  # old or none, never half
+    code, _, err = cli("build", records, "--out", out)
+    assert code == 0, err
+    leftovers = [p for p in tmp_path.glob(".data.*") if p.is_dir()]
+    assert not leftovers, leftovers  # the dead build's folder is gone (the lock file stays: flock needs it)
+    assert json.loads((out / "build.json").read_text())["examples"] == 40
+
+    # Killed between the two renames: the old build waits as .data.PID.old and out is missing. The next build puts
+    # the old one back first (so a crash of that build too leaves a complete dataset), then replaces it.
+    dead = 4_999_999  # above any pid_max: no such process
+    out.rename(tmp_path / f".data.{dead}.old")
+    (tmp_path / f".data.{dead}.tmp").mkdir()
+    from rationale_distill.dataset import clean_stale
+
+    assert clean_stale(out) == [tmp_path / f".data.{dead}.tmp"]
+    assert json.loads((out / "build.json").read_text())["examples"] == 40 and not [p for p in tmp_path.glob(".data.*") if p.is_dir()]
+
+
+def test_two_builds_into_one_folder_do_not_interleave(records, tmp_path, cli):
+    from rationale_distill.store import exclusive
+
+    out = tmp_path / "data"
+    with exclusive(tmp_path / ".data.lock", "x", "y"):  # another build holds the folder
+        code, _, err = cli("build", records, "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"the dataset folder {out} is in use by rdistill (pid {os.getpid()})" in err
+    assert not out.exists()

@@ -99,16 +99,20 @@ def test_sigterm_single_process_lets_calls_in_flight_land(make_server, tmp_path)
 
 
 def test_a_second_run_on_the_same_cache_or_output_refuses_with_one_line(make_server, tmp_path):
-    s = make_server(faults=Faults(latency=0.2))
+    s = make_server(faults=Faults(latency=0.5))
     data = write_problems(tmp_path / "p.jsonl", n=30, seed=14)
     cmd, proc = start(s, data, tmp_path / "a.jsonl", tmp_path / "cache", tmp_path, "--concurrency", "2")
     wait_served(s, 2)
-    second = subprocess.run(cmd[:-4] + ["--out", str(tmp_path / "b.jsonl"), "--cache-dir", str(tmp_path / "cache")],
-                            capture_output=True, text=True)  # fmt: skip
-    assert second.returncode == 2 and f"in use by rdistill (pid {proc.pid})" in second.stderr
-    assert "--cache-dir" in second.stderr and len(second.stderr.strip().splitlines()) == 1
-    third = subprocess.run(cmd[:-2] + ["--cache-dir", str(tmp_path / "other")], capture_output=True, text=True)
-    assert third.returncode == 2 and "the output" in third.stderr
+    # Both start at once, while the first run has several seconds of calls left.
+    second = subprocess.Popen(cmd[:-4] + ["--out", str(tmp_path / "b.jsonl"), "--cache-dir", str(tmp_path / "cache")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    third = subprocess.Popen(cmd[:-2] + ["--cache-dir", str(tmp_path / "other")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    second_err, third_err = second.communicate(60)[1], third.communicate(60)[1]
+    assert proc.poll() is None, "the first run ended before the others asked: the test proved nothing"
+    assert second.returncode == 2 and f"in use by rdistill (pid {proc.pid})" in second_err
+    assert "--cache-dir" in second_err and len(second_err.strip().splitlines()) == 1
+    assert third.returncode == 2 and "the output" in third_err
     proc.wait(60)
     assert proc.returncode == 0
     assert len(s.requests) == len({row["question"] for row in lines(data)})  # nothing was paid twice

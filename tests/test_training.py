@@ -2,6 +2,12 @@
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +18,7 @@ from rationale_distill.dataset import BuildConfig, build
 from rationale_distill.errors import UsageError
 from rationale_distill.evaluate import EvalConfig, evaluate, score
 from rationale_distill.testing.tiny import make_tiny_student
-from rationale_distill.training import TrainConfig, train
+from rationale_distill.training import TrainConfig, fingerprint, read_student, train
 from rationale_distill.trl_trainer import MultiTaskCollator, multitask_loss, task_token_counts, tokenize_row
 
 
@@ -227,3 +233,66 @@ def test_gpu_bf16_lora(workspace, tmp_path):
     out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "g"), lora=True, max_steps=5, device="cuda"))
     meta = json.loads((out / "rdistill_train.json").read_text())
     assert meta["device"] == "cuda" and meta["bf16"] is True
+
+
+# --- faults: kills while training and while saving; resuming the right checkpoint ---------------------------------
+
+
+def test_resume_after_kill_takes_the_last_complete_checkpoint_and_refuses_a_foreign_one(workspace, tmp_path, cli):
+    out = tmp_path / "s"
+    args = ["train", workspace / "data", "--student", workspace / "tiny", "--out", out, "--batch-size", "2",
+            "--max-steps", "2000", "--save-strategy", "steps", "--save-steps", "3", "--eval-split", "none"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "rationale_distill.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 180
+    while len(list(out.glob("checkpoints/checkpoint-*/rdistill_checkpoint.json"))) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 in the middle of training
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    assert not (out / "rdistill_train.json").exists()
+    complete = sorted(int(p.parent.name.split("-")[1]) for p in out.glob("checkpoints/checkpoint-*/rdistill_checkpoint.json"))
+    last = complete[-1]
+    torn = out / "checkpoints" / "checkpoint-99999"  # newer, but the trainer died while writing it
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"\0" * 64)
+
+    code, _, err = cli(*args, "--resume", "--learning-rate", "0.01")  # other settings: another run's checkpoints
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"checkpoint-{last} belongs to another run" in err
+
+    code, _, err = cli(*args, "--resume", "--max-steps", last + 3)  # the same run, resumed and extended
+    assert code == 0, err
+    assert "checkpoint-99999 is incomplete (killed while saving?), passed over" in err
+    meta = read_student(out, verify=True)
+    assert meta["resumed_from"].endswith(f"checkpoint-{last}")
+    assert meta["log_history"][-1]["step"] == last + 3
+
+
+def test_a_kill_during_the_final_save_never_passes_for_a_finished_student(workspace, tmp_path, monkeypatch):
+    import rationale_distill.trl_trainer as trl_trainer
+    from rationale_distill.pipeline import train_or_reuse
+
+    config = TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"),
+                         max_steps=2, batch_size=4, save_strategy="no", eval_split="none")  # fmt: skip
+    out = train(config)
+    assert read_student(out, verify=True)["fingerprint"] == fingerprint(config)
+
+    def killed(out, meta):  # the process dies after writing run B's weights, before its manifest
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trl_trainer, "finish_output", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(replace(config, learning_rate=0.05))
+    monkeypatch.undo()
+    with pytest.raises(UsageError, match="did not finish saving"):
+        read_student(out)
+    with pytest.raises(UsageError, match="did not finish saving"):
+        evaluate(EvalConfig(student=str(out)))
+    said = []
+    summary = train_or_reuse(config, None, said.append)  # run A's settings again: B's weights must not pass for A's
+    assert summary["reused"] is False and read_student(out, verify=True)["fingerprint"] == fingerprint(config)
+    assert train_or_reuse(config, None, said.append)["reused"] is True
+    (out / "config.json").write_text((out / "config.json").read_text().replace("{", '{"edited": 1, ', 1))
+    assert train_or_reuse(config, None, said.append)["reused"] is False
+    assert any("config.json is missing or changed since training" in line for line in said), said

@@ -122,14 +122,11 @@ def configure_train(parser):
 
 
 def run_train(args, plugins) -> int:
-    import json
-    from pathlib import Path
-
-    from ..training import TrainConfig, train
+    from ..training import TrainConfig, read_student, train
 
     config = stage_config(TrainConfig, args)
     out = train(config, plugins=plugins)
-    meta = json.loads((Path(out) / "rdistill_train.json").read_text())
+    meta = read_student(out)
     losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
     console().print(table("Training summary", [
         ("student", config.student), ("trainer", config.trainer), ("device", meta["device"]),
