@@ -75,6 +75,19 @@ def test_hung_requests_time_out_and_are_retried(make_server, problems, tmp_path,
     assert all(r.samples[0].error is None for r in read_records(out))
 
 
+def test_a_slow_drip_is_cut_at_the_timeout_and_retried(make_server, problems, tmp_path, cli):
+    # Each piece of the body arrives well within the read timeout; the whole would take 30 s. The per-request deadline
+    # (not the HTTP client's per-read timeout) cuts it and the retry gets a normal answer.
+    s = make_server(faults=Faults(rate_drip=0.25, drip_s=1.0, drip_pieces=30, seed=4))
+    out = tmp_path / "t.jsonl"
+    started = time.monotonic()
+    code, stdout, err = cli(*gen_args(s, problems, out, "--timeout", "1.5", "--concurrency", "12"))
+    assert code == 0, err
+    assert all(r.samples[0].error is None for r in read_records(out))
+    assert len(s.requests) > 12  # some calls dripped and were re-asked
+    assert time.monotonic() - started < 20
+
+
 def test_separate_seeded_calls_when_the_provider_has_no_native_n(server, problems):
     teacher = LiteLLMTeacher("openai/fake", api_base=server.base_url, native_n=False)
     result = rd.generate(rd.GenerateConfig(data=str(problems), teachers=[teacher], input_field="question", samples=3))

@@ -10,6 +10,7 @@ and it can inject latency, 429s (with Retry-After), 500s, hangs and malformed bo
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import threading
@@ -26,6 +27,9 @@ class Faults:
     rate_500: float = 0.0
     rate_hang: float = 0.0  # sleep for `hang_s` (longer than the client's timeout)
     rate_malformed: float = 0.0  # a 200 with a body that is not JSON
+    rate_drip: float = 0.0  # a 200 whose body trickles in `drip_pieces` pieces, `drip_s` apart (each read is quick)
+    drip_s: float = 1.0
+    drip_pieces: int = 30
     hang_s: float = 30.0
     retry_after: str | None = "0"
     retry_after_ms: str | None = None  # also send a retry-after-ms header with every 429
@@ -151,7 +155,7 @@ class FakeOpenAI:
         refusal = self.refuse(body) if self.refuse else None
         if refusal:
             return self._error(web, refusal[0], refusal[1], refusal[2])
-        edges = [f.rate_429, f.rate_500, f.rate_hang, f.rate_malformed]
+        edges = [f.rate_429, f.rate_500, f.rate_hang, f.rate_malformed, f.rate_drip]
         if roll < edges[0] or number <= f.first_429:
             headers = {"retry-after": f.retry_after} if f.retry_after is not None else {}
             if f.retry_after_ms is not None:
@@ -162,10 +166,11 @@ class FakeOpenAI:
         if roll < sum(edges[:3]):
             await asyncio.sleep(f.hang_s)
             return self._error(web, 504, "timeout", "gateway timeout")
-        if roll < sum(edges):
+        if roll < sum(edges[:4]):
             with self._lock:
                 self.status_counts[200] += 1
             return web.Response(status=200, text="{this is not json", content_type="application/json")
+        drip = roll < sum(edges)
 
         n = 1 if f.ignore_n else int(body.get("n") or 1)
         texts = [self.responder(body, i) for i in range(n)]
@@ -185,12 +190,23 @@ class FakeOpenAI:
         with self._lock:
             self.status_counts[200] += 1
             self.served[(body["messages"][-1]["content"], body.get("seed"), int(body.get("n") or 1))] += 1
-        return web.json_response({
+        payload = {
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
-        })  # fmt: skip
+        }  # fmt: skip
+        if not drip:
+            return web.json_response(payload)
+        data = json.dumps(payload).encode()
+        stream = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Content-Length": str(len(data))})
+        await stream.prepare(request)
+        step = max(1, -(-len(data) // f.drip_pieces))
+        for i in range(0, len(data), step):  # a slow drip: every read returns something, the whole never ends in time
+            await stream.write(data[i : i + step])
+            await asyncio.sleep(f.drip_s)
+        await stream.write_eof()
+        return stream
 
     def _error(self, web, status: int, code: str, message: str, headers: dict | None = None):
         with self._lock:
