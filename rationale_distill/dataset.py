@@ -92,8 +92,8 @@ def build(records: list[TeacherRecord] | str, config: BuildConfig | None = None,
             continue
         kept_samples.extend(kept)
         split = split_of(record, config)
-        for c in kept:
-            rows.extend({"id": record.id, "split": split, **row} for row in pairs(record, c, target, config))
+        for i, c in enumerate(kept):
+            rows.extend({"id": record.id, "split": split, **row} for row in pairs(record, c, target, config, first=i == 0))
     if not rows:
         raise UsageError(f"{config.records}: no usable samples: every example was dropped ({summary_of(counts)}); "
                          "see the rejects, or loosen the filters")  # fmt: skip
@@ -167,16 +167,17 @@ def select(record, target, checks, config, rejects, counts) -> list[Candidate]:
     return ctx.kept
 
 
-def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig) -> list[dict]:
-    """The training rows one kept sample yields: (task, prompt, completion)."""
+def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig, first: bool = True) -> list[dict]:
+    """The training rows one kept sample yields: (task, prompt, completion). An example has one label row whatever
+    ``--rationales`` keeps (``first``: this is its first kept sample); each kept rationale adds a rationale row."""
     x = "\n\n".join(p.text for p in record.parts if p.part == "input")  # the bare input, by its part marker
     if config.mode == "rationale":
-        return [{"task": "label", "prompt": config.label_prefix + x, "completion": target},
-                {"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip()}]  # fmt: skip
+        label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target}] if first else []
+        return label + [{"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip()}]
     if config.mode == "single-task":
         return [{"task": "single", "prompt": x, "completion": f"{c.sample.rationale.strip()} {config.answer_marker} {target}."}]
     if config.mode == "label-only":
-        return [{"task": "label", "prompt": x, "completion": target}]
+        return [{"task": "label", "prompt": x, "completion": target}] if first else []
     completion = c.sample.text.strip() if config.context_target == "response" else (c.sample.raw_answer or target)
     return [{"task": "context", "prompt": x, "completion": completion}]
 

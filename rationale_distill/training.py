@@ -179,6 +179,12 @@ def train(config: TrainConfig, plugins=None) -> Path:
     return Path(trainer(config))
 
 
+def fit_summary(fit: dict) -> str:
+    """'118 of 120 rows; dropped (completion too long): rationale 2; prompts cut from the left (BOS kept): 5'."""
+    dropped = ", ".join(f"{task} {n}" for task, n in sorted(fit["dropped"].items())) or "none"
+    return f"{fit['kept']} of {fit['rows']} rows; dropped (completion too long): {dropped}; prompts cut from the left (BOS kept): {fit['prompts_cut']}"
+
+
 def model_card(meta: dict, evaluation: str | None = None) -> str:
     """The student's README.md: base, teacher, data, objective, training, and evaluation once there is one."""
     c, d = meta["config"], meta["dataset"]
@@ -194,7 +200,8 @@ def model_card(meta: dict, evaluation: str | None = None) -> str:
         f"- Training: {c['epochs']} epochs (max_steps {c['max_steps']}), lr {meta['learning_rate']}, batch {c['batch_size']} x {c['grad_accum']}, "
         f"device {meta['device']}, bf16 {meta['bf16']}, {meta['train_runtime_s'] or 0:.1f} s",
         f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)",
-        f"- Loss: {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "- Loss: not logged", "",
+        f"- Loss: {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "- Loss: not logged",
+        *[f"- Rows that fit (max_length {f['max_length']}), {split}: {fit_summary(f)}" for split, f in meta.get("fit", {}).items()], "",
         "At inference the student answers from the label prefix alone; it does not generate a rationale.", "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
     ]  # fmt: skip

@@ -34,18 +34,52 @@ TASK_IDS = {"label": 0, "context": 0, "single": 0, "rationale": 1}  # 0: the ans
 # --- tokenize: rows -> input_ids, labels (prompt masked with -100), task_id -----------------------------------
 
 
-def tokenize_row(row: dict, tokenizer, max_length: int) -> dict:
+def tokenize_row(row: dict, tokenizer, max_length: int) -> dict | None:
+    """input_ids, labels and task_id of one row; None when the completion does not fit with a minimum prompt.
+
+    The completion (with EOS) is never cut: a target cut short teaches the student to stop mid-answer, or never to
+    stop. A long prompt is cut from the left (its end, next to the answer, matters most) but keeps its BOS token and
+    at least ``min_prompt_tokens(max_length)`` tokens; a row that cannot keep that much is dropped and counted."""
     if "messages" in row:
         prompt_text, completion_text = _chat_split(row["messages"], tokenizer)
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
     else:
         prompt_ids = tokenizer(row["prompt"])["input_ids"]  # with BOS where the tokenizer adds one
-        completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    completion_ids = completion_ids[: max_length - 1]
-    prompt_ids = prompt_ids[-(max_length - len(completion_ids)) :]  # cut long prompts from the left
+        completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None and (not completion_ids or completion_ids[-1] != tokenizer.eos_token_id):
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    cut = False
+    if len(prompt_ids) + len(completion_ids) > max_length:
+        budget = max_length - len(completion_ids)
+        if budget < min(min_prompt_tokens(max_length), len(prompt_ids)):
+            return None
+        bos = tokenizer.bos_token_id
+        head = prompt_ids[:1] if bos is not None and prompt_ids and prompt_ids[0] == bos else []
+        prompt_ids = head + prompt_ids[len(prompt_ids) - (budget - len(head)) :]
+        cut = True
     return {"input_ids": prompt_ids + completion_ids, "labels": [-100] * len(prompt_ids) + completion_ids,
-            "task_id": TASK_IDS.get(row.get("task", "label"), 0)}  # fmt: skip
+            "task_id": TASK_IDS.get(row.get("task", "label"), 0), "prompt_cut": cut}  # fmt: skip
+
+
+def min_prompt_tokens(max_length: int) -> int:
+    """The fewest prompt tokens a row keeps: a quarter of the window, at most 64 (a question cut to nothing teaches
+    the student to answer without reading it)."""
+    return min(64, max_length // 4)
+
+
+def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
+    """(tokenized rows that fit, counts: rows, dropped by task, prompts cut from the left)."""
+    kept, dropped, cut = [], {}, 0
+    for row in rows:
+        item = tokenize_row(row, tokenizer, max_length)
+        if item is None:
+            task = row.get("task", "label")
+            dropped[task] = dropped.get(task, 0) + 1
+            continue
+        cut += item.pop("prompt_cut")
+        kept.append(item)
+    return kept, {"rows": len(rows), "kept": len(kept), "dropped": dropped, "prompts_cut": cut, "max_length": max_length}
 
 
 def _chat_split(messages: list[dict], tokenizer) -> tuple[str, str]:
@@ -195,12 +229,18 @@ def train_trl_sft(config: TrainConfig) -> Path:
                                  target_modules=targets if targets == "all-linear" else targets.split(","),
                                  task_type="CAUSAL_LM")  # fmt: skip
 
-    def tokenized(rows):
-        return Dataset.from_list([tokenize_row(r, tokenizer, config.max_length) for r in rows])
+    fit = {}
 
-    train_ds = tokenized(splits["train"])
+    def tokenized(split, rows):
+        items, fit[split] = tokenize_rows(rows, tokenizer, config.max_length)
+        return Dataset.from_list(items) if items else None
+
+    train_ds = tokenized("train", splits["train"])
+    if train_ds is None:
+        raise UsageError(f"--max-length {config.max_length}: no training row fits (each completion needs its EOS and at "
+                         f"least {min_prompt_tokens(config.max_length)} prompt tokens); raise --max-length")  # fmt: skip
     eval_rows = splits.get(config.eval_split) if config.eval_split and config.eval_split != "none" else None
-    eval_ds = tokenized(eval_rows) if eval_rows else None
+    eval_ds = tokenized(config.eval_split, eval_rows) if eval_rows else None
 
     lr = config.learning_rate or (2e-4 if peft_config else 5e-5)
     args = SFTConfig(
@@ -234,6 +274,7 @@ def train_trl_sft(config: TrainConfig) -> Path:
     meta = {"config": to_dict(config), "dataset": build_report, "versions": versions(), "device": device, "bf16": bf16,
             "learning_rate": lr, "train_runtime_s": result.metrics.get("train_runtime"), "log_history": history,
             "parameters": parameter_count(model), "fingerprint": fingerprint(config), "resumed_from": resume,
+            "fit": fit,
             "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}  # fmt: skip
     data_card = Path(config.data) / "README.md"
     if data_card.is_file():

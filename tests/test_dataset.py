@@ -97,6 +97,13 @@ def test_one_versus_all_rationales(records):
     _, one = build(str(records), rationales="one")
     _, every = build(str(records), rationales="all")
     assert every["rows_by_task"]["rationale"] > one["rows_by_task"]["rationale"] == one["examples_kept"]
+    # One label row per example either way: more rationales must not weigh the same label several times.
+    assert every["rows_by_task"]["label"] == one["rows_by_task"]["label"] == every["examples_kept"]
+    dataset, _ = build(str(records), rationales="all")
+    ids = [r["id"] for split in dataset for r in dataset[split] if r["task"] == "label"]
+    assert len(ids) == len(set(ids))
+    _, labels = build(str(records), rationales="all", mode="label-only")
+    assert labels["rows_by_task"]["label"] == labels["examples_kept"]
 
 
 def test_dedup_exact_and_near(make_server, tmp_path):

@@ -19,7 +19,7 @@ from rationale_distill.errors import UsageError
 from rationale_distill.evaluate import EvalConfig, evaluate, score
 from rationale_distill.testing.tiny import make_tiny_student
 from rationale_distill.training import TrainConfig, fingerprint, read_student, train
-from rationale_distill.trl_trainer import MultiTaskCollator, multitask_loss, task_token_counts, tokenize_row
+from rationale_distill.trl_trainer import MultiTaskCollator, min_prompt_tokens, multitask_loss, task_token_counts, tokenize_row
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +296,49 @@ def test_a_kill_during_the_final_save_never_passes_for_a_finished_student(worksp
     (out / "config.json").write_text((out / "config.json").read_text().replace("{", '{"edited": 1, ', 1))
     assert train_or_reuse(config, None, said.append)["reused"] is False
     assert any("config.json is missing or changed since training" in line for line in said), said
+
+
+# --- targets the student can learn from: BOS kept, EOS always, rows that do not fit dropped and counted -------------
+
+
+def test_a_long_prompt_keeps_bos_and_a_long_completion_is_dropped_not_cut(workspace):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(workspace / "tiny"))
+    long_prompt = {"task": "label", "prompt": "[label] Q: " + "What is 12 + 30? " * 40, "completion": " 42"}
+    item = tokenize_row(long_prompt, tok, 64)
+    assert len(item["input_ids"]) == 64 and item["prompt_cut"]
+    assert item["input_ids"][0] == tok.bos_token_id  # the left cut kept BOS
+    completion = [t for t in item["labels"] if t != -100]
+    assert completion[-1] == tok.eos_token_id and tok.decode(completion[:-1]).strip() == "42"  # EOS in the labels
+    assert item["input_ids"][-len(completion) - 4 : -len(completion)] == tok(long_prompt["prompt"], add_special_tokens=False)["input_ids"][-4:]
+    long_completion = {"task": "rationale", "prompt": "[rationale] Q: What is 1 + 2?", "completion": " 1 plus 2 is 3." * 30}
+    assert tokenize_row(long_completion, tok, 64) is None  # never cut: dropped, so the caller can count it
+    short = {"task": "label", "prompt": "[label] Q: What is 1 + 2?", "completion": " 3"}
+    whole = tokenize_row(short, tok, 64)
+    assert not whole["prompt_cut"] and whole["input_ids"][0] == tok.bos_token_id and whole["labels"][-1] == tok.eos_token_id
+    assert min_prompt_tokens(64) == 16 and min_prompt_tokens(4096) == 64
+
+
+def test_rows_that_do_not_fit_are_counted_in_the_summary_and_the_card(workspace, tmp_path, cli):
+    import shutil
+
+    def dataset(name, times):  # the workspace data with every rationale (or every completion) made longer
+        data = tmp_path / name
+        shutil.copytree(workspace / "data", data)
+        rows = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines()]
+        (data / "train.jsonl").write_text("".join(
+            json.dumps({**r, "completion": r["completion"] * (times if r["task"] == "rationale" or name == "long" else 1)}) + "\n"
+            for r in rows))  # fmt: skip
+        return data
+
+    out = tmp_path / "s"
+    code, stdout, err = cli("train", dataset("rationales", 3), "--student", workspace / "tiny", "--out", out, "--max-steps", 1,
+                            "--max-length", 16, "--eval-split", "none", "--save-strategy", "no")  # fmt: skip
+    assert code == 0, err
+    fit = read_student(out)["fit"]["train"]
+    assert fit["dropped"] == {"rationale": fit["rows"] // 2} and fit["kept"] == fit["rows"] // 2  # the label rows fit
+    assert "rows that fit (train)" in stdout and f"{fit['kept']} of {fit['rows']} rows" in stdout
+    assert f"Rows that fit (max_length 16), train: {fit['kept']} of {fit['rows']} rows" in (out / "README.md").read_text()
+    code, _, err = cli("train", dataset("long", 20), "--student", workspace / "tiny", "--out", tmp_path / "t", "--max-length", 16)
+    assert code == 2 and "--max-length 16: no training row fits" in err
