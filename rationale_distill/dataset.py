@@ -25,6 +25,7 @@ from pathlib import Path
 from .config import option, to_dict
 from .errors import PluginError, UsageError
 from .filters import Candidate, Context
+from .parsing import same_answer
 from .records import TeacherRecord, read_records, write_jsonl
 
 MODES = ("rationale", "context", "label-only", "single-task")
@@ -81,7 +82,18 @@ def build(records: list[TeacherRecord] | str, config: BuildConfig | None = None,
 
     rows, rejects, kept_samples = [], [], []
     counts = Counter()
+    held_out = Counter()
     for record in records:
+        split = split_of(record, config)
+        if split == "test":  # held out from the inputs, before any filter: every one, whatever the teacher said
+            row = heldout_row(record, config)
+            held_out["unscorable (no gold, no teacher answer)" if row is None else "examples"] += 1
+            if row is not None:
+                held_out["with gold"] += row["gold"] is not None
+                held_out["teacher right"] += row["gold"] is not None and row["teacher"] is not None and same_answer(
+                    row["teacher"], row["gold"], record.prompt.get("answer_type") or "text")
+                rows.append({"id": record.id, "split": "test", **row})
+            continue
         target, why = label_for(record, config)
         if target is None:
             rejects.append(Reject(record.id, "label-source", why))
@@ -91,13 +103,14 @@ def build(records: list[TeacherRecord] | str, config: BuildConfig | None = None,
         if not kept:
             continue
         kept_samples.extend(kept)
-        split = split_of(record, config)
         for i, c in enumerate(kept):
             rows.extend({"id": record.id, "split": split, **row} for row in pairs(record, c, target, config, first=i == 0))
-    if not rows:
+    if not any(r["split"] != "test" for r in rows):
         raise UsageError(f"{config.records}: no usable samples: every example was dropped ({summary_of(counts)}); "
                          "see the rejects, or loosen the filters")  # fmt: skip
     report = make_report(config, records, rows, rejects, counts, kept_samples)
+    report["test"] = dict(held_out)
+    report["duplicate_inputs"] = duplicate_inputs(records)
     dataset = to_dataset(rows, config)
     if config.out:
         write_output(Path(config.out), dataset, rows, rejects, report, config)
@@ -182,14 +195,37 @@ def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig,
     return [{"task": "context", "prompt": x, "completion": completion}]
 
 
+def heldout_row(record: TeacherRecord, config: BuildConfig) -> dict | None:
+    """A test row: the student's prompt, the user's gold label (else the teacher's vote, and ``gold`` is None so the
+    report calls the score agreement), and the teacher's vote on the same input."""
+    x = "\n\n".join(p.text for p in record.parts if p.part == "input")
+    target = record.label if record.label is not None else record.majority
+    if target is None:
+        return None
+    prompt = config.label_prefix + x if config.mode == "rationale" else x
+    return {"task": "context" if config.mode == "context" else "label", "prompt": prompt, "completion": target,
+            "gold": record.label, "teacher": record.majority}  # fmt: skip
+
+
+def content_key(record: TeacherRecord) -> str:
+    """The example's input text, normalised (case, whitespace): what decides its split and finds duplicates."""
+    return " ".join((record.input or "").lower().split())
+
+
+def duplicate_inputs(records) -> int:
+    seen = Counter(content_key(r) for r in records)
+    return sum(n - 1 for n in seen.values() if n > 1)
+
+
 def split_of(record: TeacherRecord, config: BuildConfig) -> str:
-    """Seeded, by example id: the label and rationale rows of one example always land together."""
+    """Seeded, by a hash of the input's content (not its line or id): inserting a row reshuffles nothing, the rows of
+    one example always land together, and two examples with the same input never sit in two splits."""
     if config.split_field:
         value = record.row.get(config.split_field)
         if value not in SPLITS:
             raise UsageError(f"example {record.id}: --split-field {config.split_field!r} is {value!r}; expected one of {', '.join(SPLITS)}")
         return value
-    u = int(hashlib.sha256(f"{config.seed}:{record.id}".encode()).hexdigest()[:12], 16) / 16**12
+    u = int(hashlib.sha256(f"{config.seed}:{content_key(record)}".encode()).hexdigest()[:12], 16) / 16**12
     if u < config.test_fraction:
         return "test"
     if u < config.test_fraction + config.validation_fraction:
@@ -198,7 +234,7 @@ def split_of(record: TeacherRecord, config: BuildConfig) -> str:
 
 
 def formatted(row: dict, config: BuildConfig) -> dict:
-    base = {"id": row["id"], "task": row["task"]}
+    base = {"id": row["id"], "task": row["task"], **{k: row[k] for k in ("gold", "teacher") if k in row}}
     if config.format == "messages":
         return {**base, "messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]}
     return {**base, "prompt": row["prompt"], "completion": config.completion_prefix + row["completion"]}
@@ -227,12 +263,12 @@ def summary_of(counts: Counter) -> str:
 
 def make_report(config, records, rows, rejects, counts, kept) -> dict:
     rationale_words = [len((c.sample.rationale or "").split()) for c in kept]
-    labels = Counter(r["completion"] for r in rows if r["task"] in ("label", "context"))
+    labels = Counter(r["completion"] for r in rows if r["task"] in ("label", "context") and r["split"] != "test")
     prompts = {(r.prompt.get("name"), r.prompt.get("sha256")) for r in records}
     return {
         "config": {k: v for k, v in to_dict(config).items() if k != "out"},  # where it lies is not provenance
         "examples": len(records),
-        "examples_kept": len({r["id"] for r in rows}),
+        "examples_kept": len({r["id"] for r in rows if r["split"] != "test"}),
         "rows": dict(Counter(r["split"] for r in rows)),
         "rows_by_task": dict(Counter(r["task"] for r in rows)),
         "filters": dict(sorted(counts.items())),
@@ -262,6 +298,14 @@ def _stats(values: list[int]) -> dict:
             "max": values[-1], "p90": values[int(0.9 * (len(values) - 1))]}  # fmt: skip
 
 
+def heldout_summary(report: dict) -> str:
+    t = report.get("test", {})
+    if not t.get("examples"):
+        return "no test split: --test-fraction is 0 or no input fell in it"
+    right = f", the teacher's vote right on {t.get('teacher right', 0)}" if t.get("with gold") else ""
+    return f"{t['examples']} examples, {t.get('with gold', 0)} with a gold label{right}"
+
+
 def card(report: dict) -> str:
     c = report["config"]
     lines = [
@@ -280,6 +324,10 @@ def card(report: dict) -> str:
         "## Counts", "",
         f"{report['examples_kept']} of {report['examples']} examples kept; {report['rejects']} rejects (see `rejects.jsonl`).", "",
         "| split | rows |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(report["rows"].items())], "",
+        f"The **test** split is held out from the inputs before any filter, by a hash of each input's text: every "
+        f"held-out input is in it, whatever the teacher answered ({heldout_summary(report)}). Its `gold` column is the "
+        "data's own label (null where there is none: scores against the teacher's vote are agreement, not accuracy); "
+        f"`teacher` is the teacher's vote on the same input. Duplicate inputs: {report.get('duplicate_inputs', 0)}.", "",
         "| task | rows |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(report["rows_by_task"].items())], "",
         "| decision | count |", "|---|---|", *[f"| {k} | {v} |" for k, v in report["filters"].items()], "",
         "## Labels", "", "| label | rows |", "|---|---|", *[f"| {k.strip()} | {v} |" for k, v in report["label_distribution"].items()], "",

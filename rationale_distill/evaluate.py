@@ -76,7 +76,7 @@ def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
                 continue
             prompt = row["prompt"] if "prompt" in row else row["messages"][0]["content"]
             completion = row["completion"] if "prompt" in row else row["messages"][-1]["content"]
-            gold = _answer(completion, answer_type, options)
+            gold = row["gold"] if "gold" in row else _answer(completion, answer_type, options)  # held-out: the data's own
             examples.append(Example(prompt[len(prefix) :] if prompt.startswith(prefix) else prompt, prompt, gold))
     elif path.is_file():
         from .default_plugins.loaders import load_jsonl

@@ -98,12 +98,12 @@ def test_one_versus_all_rationales(records):
     _, every = build(str(records), rationales="all")
     assert every["rows_by_task"]["rationale"] > one["rows_by_task"]["rationale"] == one["examples_kept"]
     # One label row per example either way: more rationales must not weigh the same label several times.
-    assert every["rows_by_task"]["label"] == one["rows_by_task"]["label"] == every["examples_kept"]
+    assert every["rows_by_task"]["label"] == one["rows_by_task"]["label"] == every["examples_kept"] + every["test"]["examples"]
     dataset, _ = build(str(records), rationales="all")
     ids = [r["id"] for split in dataset for r in dataset[split] if r["task"] == "label"]
     assert len(ids) == len(set(ids))
     _, labels = build(str(records), rationales="all", mode="label-only")
-    assert labels["rows_by_task"]["label"] == labels["examples_kept"]
+    assert labels["rows_by_task"]["label"] == labels["examples_kept"] + labels["test"]["examples"]
 
 
 def test_dedup_exact_and_near(make_server, tmp_path):
@@ -266,3 +266,45 @@ def test_two_builds_into_one_folder_do_not_interleave(records, tmp_path, cli):
         code, _, err = cli("build", records, "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1 and f"the dataset folder {out} is in use by rdistill (pid {os.getpid()})" in err
     assert not out.exists()
+
+
+def test_the_test_split_is_held_out_from_the_inputs_before_any_filter(records, tmp_path):
+    from rationale_distill.dataset import split_of
+    from rationale_distill.records import read_records
+
+    config = BuildConfig(records=str(records), out=str(tmp_path / "d"), test_fraction=0.3)
+    dataset, report = build(str(records), config)
+    recs = {r.id: r for r in read_records(records)}
+    expected = {i for i, r in recs.items() if split_of(r, config) == "test"}
+    test = list(dataset["test"])
+    assert {row["id"] for row in test} == expected and report["test"]["examples"] == len(expected) > 5
+    # Every held-out input is there, with the data's own label, whatever the teacher said (it is wrong on some).
+    assert all(row["gold"] == recs[row["id"]].label and row["teacher"] == recs[row["id"]].majority for row in test)
+    assert report["test"]["with gold"] == len(expected) and 0 < report["test"]["teacher right"] < len(expected)
+    assert any(row["teacher"] != row["gold"] for row in test)
+    # Nothing held out is trained on.
+    trained = {recs[row["id"]].input for split in ("train", "validation") if split in dataset for row in dataset[split]}
+    assert trained.isdisjoint({recs[i].input for i in expected})
+    assert "held out from the inputs before any filter" in (tmp_path / "d" / "README.md").read_text()
+
+
+def test_splits_follow_the_input_text_not_the_line(records, tmp_path):
+    from rationale_distill.dataset import content_key, split_of
+    from rationale_distill.records import read_records
+
+    config = BuildConfig(records=str(records), test_fraction=0.3, validation_fraction=0.2)
+    recs = read_records(records)
+    before = {content_key(r): split_of(r, config) for r in recs}
+    # A row inserted at the top shifts every line number and id; a copy of an input in other case and spacing is
+    # the same example. Neither moves any input to another split.
+    from dataclasses import replace
+
+    shifted = [replace(r, id=f"row-{i + 2}") for i, r in enumerate(recs)]
+    twin = replace(recs[0], id="twin", input="  " + recs[0].input.upper().replace(" ", "   "))
+    assert {content_key(r): split_of(r, config) for r in shifted} == before
+    assert split_of(twin, config) == split_of(recs[0], config)
+    assert len(set(before.values())) == 3  # all three splits are used
+    lines = records.read_text().splitlines()
+    records.write_text("\n".join(lines + [lines[0], lines[1]]) + "\n")  # two inputs appear twice
+    _, report = build(str(records), test_fraction=0.3)
+    assert report["duplicate_inputs"] == 2
