@@ -16,6 +16,7 @@ from .errors import UsageError
 from .parsing import ParseFailure, extract, find_answer, normalize, same_answer
 from .prompts import PromptSpec
 from .records import TeacherRecord, read_records
+from .stats import describe, paired, wilson
 from .training import read_student
 
 _MARKER = "So the answer is"  # the default answer marker
@@ -148,19 +149,23 @@ def evaluate(config: EvalConfig) -> dict:
     golds = [e.gold for e in examples]
     teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
     student_scores = score(predictions, golds, teacher["answers"] if teacher else None, answer_type)
+    intervals = confidence(predictions, golds, teacher, answer_type)
     prompt_tokens = [len(tokenizer(p)["input_ids"]) for p in prompts]
     report = {
         "config": to_dict(config),
         "student": {
             "path": str(config.student), "base": meta["config"]["student"], "parameters": parameter_count(model),
             "size_bytes": folder_bytes(config.student) - folder_bytes(Path(config.student) / "checkpoints"),
-            "accuracy": student_scores["accuracy"], "agreement_with_teacher": student_scores.get("agreement"),
+            "accuracy": student_scores["accuracy"], "accuracy_ci95": intervals["student"], "n_gold": student_scores["n_gold"],
+            "agreement_with_teacher": student_scores.get("agreement"),
             "n": len(examples), "latency_s": round(statistics.mean(single_latency), 4),
             "latency_s_batched": round(statistics.mean(batch_latency), 4),
             "throughput_per_s": round(len(prompts) / sum(batch_latency), 2) if sum(batch_latency) else None,
             "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "cost_per_1k_usd": 0.0, "device": device,
         },
-        "teacher": teacher["summary"] if teacher else None,
+        "teacher": {**teacher["summary"], "accuracy_ci95": intervals["teacher"]} if teacher else None,
+        "comparison": intervals["paired"],
+        "split": config.split if Path(config.data or meta["config"]["data"]).is_dir() else str(config.data),
         "examples": [{"input": e.input, "gold": e.gold, "student": p, "student_raw": o,
                       "teacher": teacher["answers"][i] if teacher else None}
                      for i, (e, p, o) in enumerate(zip(examples, predictions, outputs))][:100],  # fmt: skip
@@ -178,6 +183,20 @@ def evaluate(config: EvalConfig) -> dict:
     return report
 
 
+def confidence(predictions, golds, teacher, answer_type: str) -> dict:
+    """95% Wilson intervals for each accuracy, and the paired student-minus-teacher test on the rows where both
+    were scored against gold (a teacher record that gave no answer counts as wrong)."""
+    scored = [(p, g) for p, g in zip(predictions, golds) if g is not None]
+    out = {"student": wilson(sum(same_answer(p, g, answer_type) for p, g in scored), len(scored)), "teacher": None, "paired": None}
+    if teacher:
+        rows = [(p, t, g) for p, t, g, m in zip(predictions, teacher["answers"], golds, teacher["matched"]) if m and g is not None]
+        student_right = [same_answer(p, g, answer_type) for p, _, g in rows]
+        teacher_right = [same_answer(t, g, answer_type) for _, t, g in rows]
+        out["teacher"] = wilson(sum(teacher_right), len(rows))
+        out["paired"] = paired(student_right, teacher_right)
+    return out
+
+
 def teacher_view(path: str, examples: list[Example]) -> dict:
     """The teacher's (vote) answers on the evaluated inputs, its own accuracy, latency and cost, from its records."""
     records = {r.input: r for r in read_records(path)}
@@ -192,7 +211,7 @@ def teacher_view(path: str, examples: list[Example]) -> dict:
     samples_per = statistics.mean(len(r.samples) for r in found)
     cost = sum(s.cost or 0.0 for r in found for s in r.samples) / len(found)
     return {
-        "answers": answers,
+        "answers": answers, "matched": [r is not None for r in matched],
         "summary": {
             "teachers": sorted({s.teacher for r in found for s in r.samples}), "n_matched": len(found),
             "accuracy": acc["accuracy"], "samples_per_answer": samples_per,
@@ -220,15 +239,17 @@ def records_summary(records: list[TeacherRecord]) -> dict:
 def table_rows(report: dict) -> list[tuple]:
     s, t = report["student"], report["teacher"] or {}
 
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.1f}%"
+    def pct(x, ci=None):
+        if x is None:
+            return "-"
+        return f"{100 * x:.1f}%" + (f" (95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
 
     def num(x, fmt="{:.3f}"):
         return "-" if x is None else fmt.format(x)
 
     return [
         ("", "student", "teacher"),
-        ("accuracy (gold)", pct(s["accuracy"]), pct(t.get("accuracy"))),
+        ("accuracy (gold)", pct(s["accuracy"], s.get("accuracy_ci95")), pct(t.get("accuracy"), t.get("accuracy_ci95"))),
         ("agreement with teacher", pct(s["agreement_with_teacher"]), "-"),
         ("latency per answer (s)", num(s["latency_s"]), num(t.get("latency_s"))),
         ("prompt tokens per answer", num(s["prompt_tokens"], "{:.0f}"), num(t.get("prompt_tokens"), "{:.0f}")),
@@ -243,6 +264,11 @@ def markdown(report: dict) -> str:
     rows = table_rows(report)
     lines = ["# Student vs teacher", "", "| " + " | ".join(rows[0]) + " |", "|---|---|---|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows[1:]]
+    s = report["student"]
+    gold = (f"{s.get('n_gold', s['n'])} of {s['n']} examples have a gold label" if s.get("n_gold")
+            else f"none of the {s['n']} examples has a gold label: the student's score is agreement with the teacher's vote, not accuracy")  # fmt: skip
+    lines += ["", f"Evaluated on {report.get('split', 'the test split')}: {gold}.",
+              describe(report.get("comparison")) if report.get("teacher") else "No teacher records were given, so the student is not compared with the teacher."]
     lines += ["", f"Student `{report['student']['path']}` (base `{report['student']['base']}`), measured on {report['student']['device']}; "
               "the teacher's latency and cost come from its records.", "", "![accuracy vs latency](report.png)", "",
               "## Examples", "", "| input | gold | student | teacher |", "|---|---|---|---|"]  # fmt: skip

@@ -217,6 +217,11 @@ def test_evaluate_student_against_gold_and_teacher(workspace, tmp_path, cli):
     assert report["student"]["accuracy"] == sum(e["student"] == e["gold"] for e in ex) / len(ex)
     assert report["student"]["agreement_with_teacher"] == sum(e["student"] == e["teacher"] for e in ex) / len(ex)
     assert report["teacher"]["accuracy"] == 1.0 and report["teacher"]["n_matched"] == len(ex)
+    low, high = report["student"]["accuracy_ci95"]
+    assert low <= report["student"]["accuracy"] <= high and high - low > 0.1  # a dozen rows: a wide interval
+    assert report["comparison"]["n"] == len(ex) and report["split"] == "test"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "95% CI" in md and "Student minus teacher on the same" in md and "examples have a gold label" in md
     assert report["student"]["prompt_tokens"] < report["teacher"]["prompt_tokens"]  # no engineered prompt at inference
     assert report["student"]["parameters"] > 0 and report["student"]["size_bytes"] > 0 and len(report["rationales"]) == 2
     assert (tmp_path / "r" / "report.png").stat().st_size > 5000 and "| accuracy (gold) |" in (tmp_path / "r" / "report.md").read_text()

@@ -1,0 +1,36 @@
+"""Intervals and significance in the report, checked against hand-computed values."""
+
+import pytest
+
+from rationale_distill.stats import describe, mcnemar_exact, paired, wilson
+
+
+def test_wilson_matches_hand_computed_intervals():
+    low, high = wilson(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    low, high = wilson(0, 10)  # the normal approximation would give [0, 0]; Wilson knows 10 rows prove little
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    assert wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-4) and wilson(0, 0) is None
+    assert wilson(90, 100)[1] - wilson(90, 100)[0] < wilson(9, 10)[1] - wilson(9, 10)[0]  # more rows, narrower
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    assert mcnemar_exact(0, 13) == pytest.approx(2 * 0.5**13)
+    assert mcnemar_exact(3, 7) == pytest.approx(2 * (1 + 10 + 45 + 120) / 1024)
+    assert mcnemar_exact(7, 3) == mcnemar_exact(3, 7) and mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
+
+
+def test_paired_difference_interval_and_verdict():
+    same = paired([True, False] * 20, [True, False] * 20)
+    assert same["difference"] == 0 and same["ci95"] == [0, 0] and same["p_mcnemar"] == 1.0 and not same["significant"]
+    assert "not significant" in describe(same)
+    # The student wins 4 of 6 discordant rows out of 40: a difference of +5 points that 40 rows cannot confirm.
+    student = [True] * 30 + [True] * 4 + [False] * 2 + [False] * 4
+    teacher = [True] * 30 + [False] * 4 + [True] * 2 + [False] * 4
+    close = paired(student, teacher)
+    assert close["difference"] == pytest.approx(0.05) and close["ci95"][0] < 0 < close["ci95"][1]
+    assert close["student_only_right"] == 4 and close["teacher_only_right"] == 2 and not close["significant"]
+    assert close == paired(student, teacher)  # seeded: the report is reproducible
+    far = paired([True] * 40, [False] * 20 + [True] * 20)
+    assert far["significant"] and far["ci95"][0] > 0 and "significant at the 5% level" in describe(far)
+    assert paired([], []) is None and "not tested" in describe(None)
