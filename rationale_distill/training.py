@@ -48,7 +48,6 @@ class TrainConfig:
     device: str = option("auto", help="auto (CUDA when present), cuda or cpu", pattern=(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"))
     bf16: bool | None = option(None, help="bf16 mixed precision (default: on with a CUDA GPU that supports it, off on CPU)")
     gradient_checkpointing: bool | None = option(None, help="trade compute for memory (default: on with a GPU, off on CPU)")
-    padding_free: bool = option(False, help="GPU: pack each batch without padding (flash-attention models)")
     logging_steps: int = option(10, help="log every N steps", ge=1)
     save_strategy: str = option("epoch", help="when to checkpoint: epoch, steps or no", choices=("epoch", "steps", "no"))
     save_steps: int = option(500, help="with --save-strategy steps: checkpoint every N steps", ge=1)
@@ -179,6 +178,16 @@ def train(config: TrainConfig, plugins=None) -> Path:
     return Path(trainer(config))
 
 
+def eval_summary(meta: dict) -> str | None:
+    """'total 1.234, label 0.456, rationale 2.345' from the last evaluation in the log, per task of the objective."""
+    evals = [h for h in meta["log_history"] if "eval_loss" in h]
+    if not evals:
+        return None
+    last = evals[-1]
+    parts = [f"total {last['eval_loss']:.4f}"] + [f"{task} {last[f'eval_loss_{task}']:.4f}" for task in ("label", "rationale") if f"eval_loss_{task}" in last]
+    return ", ".join(parts) + f" (epoch {last.get('epoch', 0):g})"
+
+
 def fit_summary(fit: dict) -> str:
     """'118 of 120 rows; dropped (completion too long): rationale 2; prompts cut from the left (BOS kept): 5'."""
     dropped = ", ".join(f"{task} {n}" for task, n in sorted(fit["dropped"].items())) or "none"
@@ -201,6 +210,7 @@ def model_card(meta: dict, evaluation: str | None = None) -> str:
         f"device {meta['device']}, bf16 {meta['bf16']}, {meta['train_runtime_s'] or 0:.1f} s",
         f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)",
         f"- Loss: {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "- Loss: not logged",
+        *([f"- Validation loss (last evaluation): {eval_summary(meta)}"] if eval_summary(meta) else []),
         *[f"- Rows that fit (max_length {f['max_length']}), {split}: {fit_summary(f)}" for split, f in meta.get("fit", {}).items()], "",
         "At inference the student answers from the label prefix alone; it does not generate a rationale.", "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",

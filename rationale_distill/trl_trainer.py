@@ -249,7 +249,7 @@ def train_trl_sft(config: TrainConfig) -> Path:
         gradient_accumulation_steps=config.grad_accum, warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction
         weight_decay=config.weight_decay, lr_scheduler_type=config.lr_scheduler, seed=config.seed,
         data_seed=config.seed, bf16=bf16, fp16=False, activation_checkpointing=checkpointing, use_cpu=not gpu,
-        padding_free=config.padding_free and gpu, logging_steps=config.logging_steps, logging_first_step=True,
+        logging_steps=config.logging_steps, logging_first_step=True,
         save_strategy=config.save_strategy, save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         eval_strategy="epoch" if eval_ds is not None else "no", report_to="none", remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True}, max_length=None, disable_tqdm=False,
@@ -265,6 +265,7 @@ def train_trl_sft(config: TrainConfig) -> Path:
     result = trainer.train(resume_from_checkpoint=resume)
 
     model = trainer.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # before a merge folds the adapter away
     if peft_config and config.merge_adapter:
         model = model.merge_and_unload()
     begin_output(out)
@@ -275,7 +276,7 @@ def train_trl_sft(config: TrainConfig) -> Path:
             "learning_rate": lr, "train_runtime_s": result.metrics.get("train_runtime"), "log_history": history,
             "parameters": parameter_count(model), "fingerprint": fingerprint(config), "resumed_from": resume,
             "fit": fit,
-            "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}  # fmt: skip
+            "trainable_parameters": trainable}  # fmt: skip
     data_card = Path(config.data) / "README.md"
     if data_card.is_file():
         shutil.copy(data_card, out / "DATASET_CARD.md")

@@ -86,6 +86,9 @@ def test_lora_trains_the_adapter_only_and_merges(workspace, tmp_path):
                                lora=True, lora_r=4, epochs=1, batch_size=4, merge_adapter=True))  # fmt: skip
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
     AutoModelForCausalLM.from_pretrained(str(merged))
+    meta = read_student(merged)
+    assert 0 < meta["trainable_parameters"] < meta["parameters"]  # the adapter's, counted before the merge
+    assert f"({meta['trainable_parameters']:,} trained)" in (merged / "README.md").read_text()
 
 
 def _batch(workspace, rows):
@@ -157,6 +160,17 @@ def test_same_seed_twice_gives_identical_weights_and_another_seed_does_not(works
     runs = [weights(train(TrainConfig(**common, out=str(tmp_path / f"s{i}"), seed=seed))) for i, seed in enumerate((7, 7, 8))]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_validation_loss_is_reported_per_task(workspace, tmp_path, cli):
+    out = tmp_path / "s"
+    code, stdout, err = cli("train", workspace / "data", "--student", workspace / "tiny", "--out", out, "--epochs", 1,
+                            "--batch-size", 8, "--save-strategy", "no")  # fmt: skip
+    assert code == 0, err
+    last = [h for h in read_student(out)["log_history"] if "eval_loss" in h][-1]
+    assert last["eval_loss_label"] > 0 and last["eval_loss_rationale"] > 0
+    line = f"total {last['eval_loss']:.4f}, label {last['eval_loss_label']:.4f}, rationale {last['eval_loss_rationale']:.4f}"
+    assert line in stdout and f"Validation loss (last evaluation): {line}" in (out / "README.md").read_text()
 
 
 def test_yaml_config_maps_onto_the_dataclass_and_resume(workspace, tmp_path, cli):
