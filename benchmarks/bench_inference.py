@@ -21,7 +21,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def measure(model, tokenizer, prompts: list[str], max_new: int, stop: list[str] | None) -> dict:
+def measure(model, tokenizer, prompts: list[str], max_new: int, stop: list[str] | None, special: bool = True) -> dict:
     import torch
 
     model.eval()
@@ -31,7 +31,7 @@ def measure(model, tokenizer, prompts: list[str], max_new: int, stop: list[str] 
         kwargs.update(stop_strings=stop, tokenizer=tokenizer)
 
     def run(batch):
-        enc = tokenizer(batch, return_tensors="pt", padding=True)
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=special)
         with torch.no_grad():
             return model.generate(**enc, **kwargs), enc["input_ids"].shape[1]
 
@@ -48,7 +48,7 @@ def measure(model, tokenizer, prompts: list[str], max_new: int, stop: list[str] 
         new_tokens += int((out[:, width:] != tokenizer.pad_token_id).sum())
     batched = time.perf_counter() - started
     return {"latency_s": statistics.mean(single), "throughput_per_s": len(prompts) / batched,
-            "prompt_tokens": statistics.mean(len(tokenizer(p)["input_ids"]) for p in prompts),
+            "prompt_tokens": statistics.mean(len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts),
             "new_tokens_per_answer": new_tokens / len(prompts)}  # fmt: skip
 
 
@@ -63,18 +63,30 @@ def main() -> None:
     from rationale_distill.prompts import resolve_prompt
     from rationale_distill.student import load_model
 
-    if not (Path(args.student) / "rdistill_train.json").is_file():
-        raise SystemExit(f"{args.student}: no trained student; run `rdistill demo` first (or pass --student)")
-    rows = [json.loads(x) for x in Path(demo_config().test_data).read_text().splitlines()][: args.n]
+    from rationale_distill.errors import UsageError
+    from rationale_distill.evaluate import EvalConfig, load_examples
+    from rationale_distill.student import as_trained
+    from rationale_distill.training import read_student
+
+    try:
+        meta = read_student(args.student)
+    except UsageError as exc:
+        raise SystemExit(f"{exc}; run `rdistill demo` first (or pass --student)") from None
+    test_data = demo_config().test_data
+    rows = [json.loads(x) for x in Path(test_data).read_text().splitlines()][: args.n]
     spec = resolve_prompt(load_plugins(), "lookup-cot")
     teacher_prompts = [spec.render({**r, "input": r["question"]})[0][0]["content"] for r in rows]
-    student_prompts = [f"[label] Q: {r['question']}\nA:" for r in rows]
+    # The student is asked exactly as `rdistill eval` asks it: its own input template, answer prefix and (for
+    # messages data) chat template, all read from its manifest.
+    examples = load_examples(EvalConfig(student=args.student, data=test_data, input_field="question", limit=args.n), meta)
+    chat = meta["dataset"]["config"].get("format") == "messages"
 
     teacher_model, tok = load_model("gemma-3-270m")
     teacher = measure(teacher_model, tok, teacher_prompts, 24, list(spec.stop))
     del teacher_model
     student_model, tok = load_model(args.student)
-    student = measure(student_model, tok, student_prompts, 16, None)
+    student_prompts, special = as_trained(tok, [e.prompt for e in examples], chat)
+    student = measure(student_model, tok, student_prompts, 16, None, special)
 
     speedup = teacher["latency_s"] / student["latency_s"]
     throughput = student["throughput_per_s"] / teacher["throughput_per_s"]

@@ -129,7 +129,7 @@ def _answer(text: str, answer_type: str, options=None) -> str | None:
 
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate a trained student; writes reports when config.out is set; returns the report dict."""
-    from .student import folder_bytes, generate_answers, load_model, parameter_count, pick_device
+    from .student import as_trained, folder_bytes, generate_answers, load_model, parameter_count, pick_device
 
     meta = read_student(config.student)
     examples = load_examples(config, meta)
@@ -140,17 +140,19 @@ def evaluate(config: EvalConfig) -> dict:
 
     device = pick_device(config.device)
     model, tokenizer = load_model(config.student, device=device)
-    prompts = [e.prompt for e in examples]
-    outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size, stop=None if full_response else "\n")
+    chat = meta["dataset"]["config"].get("format") == "messages"
+    prompts, special = as_trained(tokenizer, [e.prompt for e in examples], chat)  # asked exactly as trained
+    outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size,
+                                              stop=None if full_response else "\n", add_special_tokens=special)  # fmt: skip
     predictions = [_answer(o, answer_type, options) for o in outputs]
     timed = prompts[: config.latency_samples]
-    _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None)
+    _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None, add_special_tokens=special)
 
     golds = [e.gold for e in examples]
     teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
     student_scores = score(predictions, golds, teacher["answers"] if teacher else None, answer_type)
     intervals = confidence(predictions, golds, teacher, answer_type)
-    prompt_tokens = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    prompt_tokens = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
     report = {
         "config": to_dict(config),
         "student": {
@@ -161,7 +163,7 @@ def evaluate(config: EvalConfig) -> dict:
             "n": len(examples), "latency_s": round(statistics.mean(single_latency), 4),
             "latency_s_batched": round(statistics.mean(batch_latency), 4),
             "throughput_per_s": round(len(prompts) / sum(batch_latency), 2) if sum(batch_latency) else None,
-            "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "cost_per_1k_usd": 0.0, "device": device,
+            "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "prompt_example": prompts[0], "cost_per_1k_usd": 0.0, "device": device,
         },
         "teacher": {**teacher["summary"], "accuracy_ci95": intervals["teacher"]} if teacher else None,
         "comparison": intervals["paired"],
@@ -172,7 +174,8 @@ def evaluate(config: EvalConfig) -> dict:
     }
     if config.rationales:
         rationale_prefix = meta["dataset"]["config"].get("rationale_prefix", "[rationale] ")
-        texts, _ = generate_answers(model, tokenizer, [rationale_prefix + e.input for e in examples[: config.rationales]], 96, config.batch_size, stop=None)
+        asked, _ = as_trained(tokenizer, [rationale_prefix + e.input for e in examples[: config.rationales]], chat)
+        texts, _ = generate_answers(model, tokenizer, asked, 96, config.batch_size, stop=None, add_special_tokens=special)
         report["rationales"] = [{"input": e.input, "rationale": t} for e, t in zip(examples, texts)]
     if config.out:
         write_reports(Path(config.out), report)

@@ -101,8 +101,20 @@ def folder_bytes(path: str | Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
+def as_trained(tokenizer, prompts: list[str], chat: bool) -> tuple[list[str], bool]:
+    """The prompts exactly as the student saw them in training, and whether the tokenizer should add special tokens:
+    a student trained on ``messages`` data is asked through its chat template (which writes its own BOS)."""
+    if not chat:
+        return prompts, True
+    if not getattr(tokenizer, "chat_template", None):
+        raise UsageError("the student was trained on messages data but its tokenizer has no chat template")
+    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+                for p in prompts]  # fmt: skip
+    return rendered, False
+
+
 def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 16,
-                     stop: str | None = "\n") -> tuple[list[str], list[float]]:  # fmt: skip
+                     stop: str | None = "\n", add_special_tokens: bool = True) -> tuple[list[str], list[float]]:  # fmt: skip
     """Greedy answers for each prompt, and the wall seconds per example (batch time / batch size)."""
     import torch
 
@@ -112,7 +124,7 @@ def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int =
     device = next(model.parameters()).device
     for i in range(0, len(prompts), batch_size):
         batch = prompts[i : i + batch_size]
-        enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(device)
         started = time.perf_counter()
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)

@@ -204,6 +204,9 @@ def test_messages_format_needs_a_chat_template(workspace, tmp_path):
             shutil.copy(workspace / "tiny" / f, tmp_path / "chat" / f)
     out = train(TrainConfig(data=str(tmp_path / "m"), student=str(tmp_path / "chat"), out=str(tmp_path / "s2"), max_steps=2, eval_split="none"))
     assert (out / "model.safetensors").is_file()
+    report = evaluate(EvalConfig(student=str(out), latency_samples=1))  # asked exactly as trained: through the template
+    asked = report["student"]["prompt_example"]
+    assert asked.startswith("<user>[label] ") and asked.endswith("\n<assistant>"), asked
 
 
 def test_bad_training_input(workspace, tmp_path):
