@@ -33,9 +33,10 @@ class EvalConfig:
     out: str | None = option(None, help="report folder: report.json, report.md, report.png")
     max_new_tokens: int | None = option(None, help="tokens the student may generate per answer (default: 16, or 160 for full responses)", ge=1)
     batch_size: int = option(16, help="prompts per generation batch (throughput); latency is also measured at batch 1", ge=1)
-    latency_samples: int = option(16, help="examples timed one at a time for per-answer latency", ge=0)
+    latency_samples: int = option(16, help="examples timed one at a time for per-answer latency", ge=1)
     rationales: int = option(0, help="also generate rationales for the first N examples, for inspection", ge=0)
     limit: int | None = option(None, help="evaluate only the first N examples", ge=1)
+    serve_usd_per_hour: float = option(0.10, help="USD per hour of the machine that serves the student, for its cost per 1,000 answers (measured seconds per answer at batch 1 x this price); the report states it", ge=0)
     device: str = option("auto", help="auto, cuda or cpu", pattern=(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"))
 
 
@@ -157,13 +158,17 @@ def evaluate(config: EvalConfig) -> dict:
         "config": to_dict(config),
         "student": {
             "path": str(config.student), "base": meta["config"]["student"], "parameters": parameter_count(model),
-            "size_bytes": folder_bytes(config.student) - folder_bytes(Path(config.student) / "checkpoints"),
+            **served_size(config.student, meta),
             "accuracy": student_scores["accuracy"], "accuracy_ci95": intervals["student"], "n_gold": student_scores["n_gold"],
             "agreement_with_teacher": student_scores.get("agreement"),
             "n": len(examples), "latency_s": round(statistics.mean(single_latency), 4),
             "latency_s_batched": round(statistics.mean(batch_latency), 4),
             "throughput_per_s": round(len(prompts) / sum(batch_latency), 2) if sum(batch_latency) else None,
-            "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "prompt_example": prompts[0], "cost_per_1k_usd": 0.0, "device": device,
+            "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "prompt_example": prompts[0],
+            # Like for like with the teacher's price per answer: the serving machine's time for one answer, priced.
+            "cost_per_1k_usd": round(statistics.mean(single_latency) * 1000 * config.serve_usd_per_hour / 3600, 6),
+            "cost_basis": f"measured seconds per answer at batch 1 x ${config.serve_usd_per_hour:g}/hour (--serve-usd-per-hour)",
+            "device": device,
         },
         "teacher": {**teacher["summary"], "accuracy_ci95": intervals["teacher"]} if teacher else None,
         "comparison": intervals["paired"],
@@ -184,6 +189,20 @@ def evaluate(config: EvalConfig) -> dict:
         table = markdown(report).split("\n\n")[1]  # the student-vs-teacher table
         (Path(config.student) / "README.md").write_text(model_card(meta, evaluation=f"{table}\n\nFull report: `{config.out}/report.md`"))
     return report
+
+
+def served_size(student: str, meta: dict) -> dict:
+    """Bytes on disk of what must be served: the student folder, plus the base model when it is a LoRA adapter."""
+    from .student import folder_bytes, resolve_student
+
+    own = folder_bytes(student) - folder_bytes(Path(student) / "checkpoints")
+    if not (Path(student) / "adapter_config.json").is_file():
+        return {"size_bytes": own, "size_basis": "the student folder (full weights)"}
+    base, _ = resolve_student(meta["config"]["student"])
+    base_bytes = folder_bytes(base) if Path(base).is_dir() else None
+    if base_bytes is None:
+        return {"size_bytes": own, "adapter_bytes": own, "size_basis": f"the adapter only: base {base} is not a local folder"}
+    return {"size_bytes": own + base_bytes, "adapter_bytes": own, "size_basis": "base model + LoRA adapter"}
 
 
 def confidence(predictions, golds, teacher, answer_type: str) -> dict:
@@ -212,7 +231,8 @@ def teacher_view(path: str, examples: list[Example]) -> dict:
     acc = score([r.majority for r in found], golds, answer_type=found[0].prompt.get("answer_type") or "text")
     usage = records_summary(found)
     samples_per = statistics.mean(len(r.samples) for r in found)
-    cost = sum(s.cost or 0.0 for r in found for s in r.samples) / len(found)
+    answered = [s for r in found for s in r.samples if s.text is not None]
+    cost = sum(s.cost or 0.0 for s in answered) / max(1, len(answered))  # one answer at its price, not every sample
     return {
         "answers": answers, "matched": [r is not None for r in matched],
         "summary": {
@@ -273,7 +293,8 @@ def markdown(report: dict) -> str:
     lines += ["", f"Evaluated on {report.get('split', 'the test split')}: {gold}.",
               describe(report.get("comparison")) if report.get("teacher") else "No teacher records were given, so the student is not compared with the teacher."]
     lines += ["", f"Student `{report['student']['path']}` (base `{report['student']['base']}`), measured on {report['student']['device']}; "
-              "the teacher's latency and cost come from its records.", "", "![accuracy vs latency](report.png)", "",
+              f"its cost is {s.get('cost_basis', 'not priced')}, its size {s.get('size_basis', 'the student folder')}. The teacher's "
+              "latency and cost come from its records (cost: one answer at its price, whatever the number of samples).", "", "![accuracy vs latency](report.png)", "",
               "## Examples", "", "| input | gold | student | teacher |", "|---|---|---|---|"]  # fmt: skip
     for e in report["examples"][:20]:
         lines.append(f"| {e['input'][:80].replace('|', '/').replace(chr(10), ' ')} | {e['gold']} | {e['student']} | {e['teacher']} |")

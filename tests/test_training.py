@@ -86,6 +86,13 @@ def test_lora_trains_the_adapter_only_and_merges(workspace, tmp_path):
                                lora=True, lora_r=4, epochs=1, batch_size=4, merge_adapter=True))  # fmt: skip
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
     AutoModelForCausalLM.from_pretrained(str(merged))
+    from rationale_distill.evaluate import served_size
+    from rationale_distill.student import folder_bytes
+
+    size = served_size(str(out), read_student(out))  # an adapter is served with its base
+    adapter = folder_bytes(out) - folder_bytes(out / "checkpoints")
+    assert size["size_basis"] == "base model + LoRA adapter" and size["adapter_bytes"] == adapter
+    assert size["size_bytes"] == adapter + folder_bytes(workspace / "tiny")
     meta = read_student(merged)
     assert 0 < meta["trainable_parameters"] < meta["parameters"]  # the adapter's, counted before the merge
     assert f"({meta['trainable_parameters']:,} trained)" in (merged / "README.md").read_text()
@@ -237,7 +244,11 @@ def test_evaluate_student_against_gold_and_teacher(workspace, tmp_path, cli):
     low, high = report["student"]["accuracy_ci95"]
     assert low <= report["student"]["accuracy"] <= high and high - low > 0.1  # a dozen rows: a wide interval
     assert report["comparison"]["n"] == len(ex) and report["split"] == "test"
+    s = report["student"]
+    assert s["cost_per_1k_usd"] == pytest.approx(s["latency_s"] * 1000 * 0.10 / 3600, rel=0.05) and "$0.1/hour" in s["cost_basis"]
+    assert s["size_basis"] == "the student folder (full weights)"
     md = (tmp_path / "r" / "report.md").read_text()
+    assert "its cost is measured seconds per answer at batch 1 x $0.1/hour" in md
     assert "95% CI" in md and "Student minus teacher on the same" in md and "examples have a gold label" in md
     assert report["student"]["prompt_tokens"] < report["teacher"]["prompt_tokens"]  # no engineered prompt at inference
     assert report["student"]["parameters"] > 0 and report["student"]["size_bytes"] > 0 and len(report["rationales"]) == 2
@@ -364,3 +375,16 @@ def test_rows_that_do_not_fit_are_counted_in_the_summary_and_the_card(workspace,
     assert f"Rows that fit (max_length 16), train: {fit['kept']} of {fit['rows']} rows" in (out / "README.md").read_text()
     code, _, err = cli("train", dataset("long", 20), "--student", workspace / "tiny", "--out", tmp_path / "t", "--max-length", 16)
     assert code == 2 and "--max-length 16: no training row fits" in err
+
+
+def test_teacher_cost_is_one_answer_at_its_price_not_every_sample(workspace, tmp_path):
+    from rationale_distill.evaluate import Example, teacher_view
+    from rationale_distill.records import read_records, write_jsonl
+
+    records = read_records(workspace / "teacher.jsonl")[:5]
+    for r in records:
+        r.samples = [replace(r.samples[0], index=i, cost=0.002) for i in range(4)]  # 4 samples per input, $0.002 each
+    write_jsonl(tmp_path / "t.jsonl", records)
+    view = teacher_view(str(tmp_path / "t.jsonl"), [Example(r.input, r.input, r.label) for r in records])
+    assert view["summary"]["cost_per_1k_usd"] == pytest.approx(2.0)  # $0.002 per answer, not $0.008 per input
+    assert view["summary"]["samples_per_answer"] == 4
