@@ -225,7 +225,9 @@ def teacher_view(path: str, examples: list[Example]) -> dict:
     matched = [records.get(e.input) for e in examples]
     found = [r for r in matched if r is not None]
     if not found:
-        raise UsageError(f"--teacher-records {path}: none of its inputs match the evaluated examples")
+        raise UsageError(f"--teacher-records {path}: the teacher has not answered any of the evaluated inputs; evaluate on "
+                         "the dataset's held-out test split (leave out --data), or run `rdistill generate` on this file "
+                         "(--samples 1) and pass those records")  # fmt: skip
     answers = [r.majority if r else None for r in matched]
     golds = [e.gold for e, r in zip(examples, matched) if r is not None]
     acc = score([r.majority for r in found], golds, answer_type=found[0].prompt.get("answer_type") or "text")

@@ -1,0 +1,48 @@
+"""Every `rdistill` command in the README's quickstart runs as written, against the test server and a tiny student.
+
+The commands are read from README.md itself, so the README cannot drift from the CLI. Only what a new user would
+change is substituted: the teacher model and its URL (the test server instead of OpenAI), the student (a tiny
+local model instead of a hub download) and the data files (arithmetic problems with gold answers).
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import write_problems
+
+from rationale_distill.testing.tiny import make_tiny_student
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def quickstart_commands() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## Quickstart") : text.index("### Generation")]
+    return [c for c in re.findall(r"`(rdistill [^`]+)`", section) if not c.startswith("rdistill run ")]
+
+
+def test_the_quickstart_table_has_every_stage():
+    stages = [c.split()[1] for c in quickstart_commands()]
+    assert stages == ["generate", "build", "train", "eval", "plugins"], stages
+
+
+def test_every_quickstart_command_runs_as_written(server, tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_problems(tmp_path / "data.jsonl", n=24, seed=3)
+    (tmp_path / "data").mkdir()
+    write_problems(tmp_path / "data" / "test.jsonl", n=6, seed=4)
+    texts = [f"[label] Q: What is {a} + {b}? {a + b} [rationale] We compute {a} + {b} = {a + b}." for a in range(40) for b in range(0, 40, 7)]
+    tiny = make_tiny_student(tmp_path / "tiny", texts)
+    for command in quickstart_commands():
+        args = shlex.split(command)[1:]
+        args = [{"openai/gpt-4o-mini": "openai/fake", "Qwen/Qwen2.5-0.5B": str(tiny)}.get(a, a) for a in args]
+        if args[0] == "generate":
+            args += ["--api-base", server.base_url, "--retry-base-delay", "0.01"]
+        if args[0] == "train":
+            args += ["--batch-size", "8"]  # the command as written, made quick for a tiny model
+        code, stdout, err = cli(*args)
+        assert code == 0, f"{command}\n{err}"
+    report = tmp_path / "runs" / "math" / "report" / "report.json"
+    assert report.is_file() and (tmp_path / "runs" / "math" / "student" / "rdistill_train.json").is_file()
