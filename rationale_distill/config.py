@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import re
 import types
 import typing
@@ -123,7 +124,7 @@ def check_value(f: dataclasses.Field, hint, value, where: str):
     if value is None:
         return value
     for item in value if is_list else [value]:
-        if isinstance(item, float) and item != item or item in (float("inf"), float("-inf")):
+        if isinstance(item, float) and not math.isfinite(item):
             raise bad("expected a finite number")
         for key, test, words in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
                                  ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):  # fmt: skip

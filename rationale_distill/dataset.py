@@ -26,6 +26,7 @@ from .config import option, to_dict
 from .errors import PluginError, UsageError
 from .filters import Candidate, Context
 from .parsing import same_answer
+from .prompts import strip_context
 from .records import TeacherRecord, read_records, write_jsonl
 
 MODES = ("rationale", "context", "label-only", "single-task")
@@ -183,7 +184,7 @@ def select(record, target, checks, config, rejects, counts) -> list[Candidate]:
 def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig, first: bool = True) -> list[dict]:
     """The training rows one kept sample yields: (task, prompt, completion). An example has one label row whatever
     ``--rationales`` keeps (``first``: this is its first kept sample); each kept rationale adds a rationale row."""
-    x = "\n\n".join(p.text for p in record.parts if p.part == "input")  # the bare input, by its part marker
+    x = strip_context(record.parts)  # the bare input, by its part marker
     if config.mode == "rationale":
         label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target}] if first else []
         return label + [{"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip()}]
@@ -198,7 +199,7 @@ def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig,
 def heldout_row(record: TeacherRecord, config: BuildConfig) -> dict | None:
     """A test row: the student's prompt, the user's gold label (else the teacher's vote, and ``gold`` is None so the
     report calls the score agreement), and the teacher's vote on the same input."""
-    x = "\n\n".join(p.text for p in record.parts if p.part == "input")
+    x = strip_context(record.parts)
     target = record.label if record.label is not None else record.majority
     if target is None:
         return None

@@ -52,8 +52,8 @@ def score(predictions: list[str | None], golds: list[str | None], teacher: list[
     """Accuracy against gold (over examples with a gold label) and agreement with the teacher (where it answered);
     answers are compared as ``same_answer`` does (numbers by value)."""
     pairs = [(p, g) for p, g in zip(predictions, golds) if g is not None]
-    result = {"n": len(predictions), "n_gold": len(pairs),
-              "accuracy": sum(same_answer(p, g, answer_type) for p, g in pairs) / len(pairs) if pairs else None}  # fmt: skip
+    right = sum(same_answer(p, g, answer_type) for p, g in pairs)
+    result = {"n": len(predictions), "n_gold": len(pairs), "n_right": right, "accuracy": right / len(pairs) if pairs else None}
     if teacher is not None:
         agree = [(p, t) for p, t in zip(predictions, teacher) if t is not None]
         result["agreement"] = sum(same_answer(p, t, answer_type) for p, t in agree) / len(agree) if agree else None
@@ -130,7 +130,7 @@ def _answer(text: str, answer_type: str, options=None) -> str | None:
 
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate a trained student; writes reports when config.out is set; returns the report dict."""
-    from .student import as_trained, folder_bytes, generate_answers, load_model, parameter_count, pick_device
+    from .student import as_trained, generate_answers, load_model, parameter_count, pick_device
 
     meta = read_student(config.student)
     examples = load_examples(config, meta)
@@ -152,7 +152,7 @@ def evaluate(config: EvalConfig) -> dict:
     golds = [e.gold for e in examples]
     teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
     student_scores = score(predictions, golds, teacher["answers"] if teacher else None, answer_type)
-    intervals = confidence(predictions, golds, teacher, answer_type)
+    intervals = confidence(student_scores, predictions, golds, teacher, answer_type)
     prompt_tokens = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
     report = {
         "config": to_dict(config),
@@ -205,11 +205,10 @@ def served_size(student: str, meta: dict) -> dict:
     return {"size_bytes": own + base_bytes, "adapter_bytes": own, "size_basis": "base model + LoRA adapter"}
 
 
-def confidence(predictions, golds, teacher, answer_type: str) -> dict:
+def confidence(student_scores: dict, predictions, golds, teacher, answer_type: str) -> dict:
     """95% Wilson intervals for each accuracy, and the paired student-minus-teacher test on the rows where both
     were scored against gold (a teacher record that gave no answer counts as wrong)."""
-    scored = [(p, g) for p, g in zip(predictions, golds) if g is not None]
-    out = {"student": wilson(sum(same_answer(p, g, answer_type) for p, g in scored), len(scored)), "teacher": None, "paired": None}
+    out = {"student": wilson(student_scores["n_right"], student_scores["n_gold"]), "teacher": None, "paired": None}
     if teacher:
         rows = [(p, t, g) for p, t, g, m in zip(predictions, teacher["answers"], golds, teacher["matched"]) if m and g is not None]
         student_right = [same_answer(p, g, answer_type) for p, _, g in rows]

@@ -17,7 +17,7 @@ from .calls import Call, Stats, run_calls
 from .config import option
 from .errors import BadRow, BudgetExceeded, CompletedWithFailures, PluginError, UsageError
 from .parsing import ANSWER_TYPES, ParseFailure, infer_answer_type, normalize, parse_sample
-from .prompts import PromptSpec, resolve_prompt
+from .prompts import PromptSpec, resolve_prompt, unusable
 from .records import Sample, TeacherRecord, write_jsonl
 from .store import Store, call_key, default_cache_dir, exclusive
 from .teachers import Request, Teacher, install_providers, parse_price
@@ -110,8 +110,7 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
             if config.out:
                 out = Path(config.out)
                 locks.enter_context(exclusive(out.with_name(f".{out.name}.lock"), f"the output {out}", "pass another --out"))
-        result = run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped)
-    return result
+        return run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped)
 
 
 def run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped=()) -> Result:
@@ -315,9 +314,9 @@ def prepare_row(spec: PromptSpec, config: GenerateConfig, where: str, row: dict)
     if config.input_field:
         if config.input_field not in row:
             raise BadRow(f"{where}: --input-field {config.input_field!r} is not in the row (fields: {', '.join(sorted(row))})")
-        value = fields["input"] = row[config.input_field]
-        if value is None or isinstance(value, (list, dict)):
-            what = "null" if value is None else f"a {type(value).__name__}"
+        fields["input"] = row[config.input_field]
+        what = unusable(fields["input"])
+        if what:
             raise BadRow(f"{where}: field {config.input_field!r} is {what}, but the prompt needs text or a number there")
     messages, parts = spec.render(fields, where)
     label = None

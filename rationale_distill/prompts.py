@@ -9,6 +9,7 @@ or ``text`` for base models with no chat template), ``parser``, ``answer_marker`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import string
@@ -49,6 +50,11 @@ class PromptSpec:
     source: str = "<dict>"  # where it came from, for error messages
     sha256: str = ""
 
+    @functools.cached_property
+    def _fixed_placeholders(self) -> list[tuple[str, set]]:
+        """{names} written in system and instructions, which are sent as written: found once, checked per row."""
+        return [(kind, set(PLACEHOLDER.findall(text or ""))) for kind, text in (("system", self.system), ("instructions", self.instructions))]
+
     @property
     def input_fields(self) -> list[str]:
         return [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
@@ -68,12 +74,11 @@ class PromptSpec:
                 f"(fields present: {present}); fix the data or pass --input-field"
             )
         for name in self.input_fields:
-            value = row[name]
-            if value is None or isinstance(value, (list, dict)):
-                what = "null" if value is None else f"a {type(value).__name__}"
+            what = unusable(row[name])
+            if what:
                 raise BadRow(f"{where}: field {name!r} is {what}, but prompt {self.name!r} needs text or a number there")
-        for kind, text in (("system", self.system), ("instructions", self.instructions)):
-            named = sorted(set(PLACEHOLDER.findall(text or "")) & set(row))
+        for kind, names in self._fixed_placeholders:
+            named = sorted(names & set(row))
             if named:
                 raise UsageError(
                     f"{self.source}: {kind} contains {{{named[0]}}}, a field of the rows, but only `template` is filled "
@@ -126,6 +131,13 @@ def _messages(parts: list[Part]) -> list[dict]:
         else:
             messages[p.message]["content"] += "\n\n" + p.text
     return messages
+
+
+def unusable(value: Any) -> str | None:
+    """What is wrong with a row value as prompt text ("null", "a list", "a dict"), or None when it can be used."""
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}" if isinstance(value, (list, dict)) else None
 
 
 def _text(value: Any) -> str:

@@ -210,7 +210,7 @@ def model_card(meta: dict, evaluation: str | None = None) -> str:
         f"device {meta['device']}, bf16 {meta['bf16']}, {meta['train_runtime_s'] or 0:.1f} s",
         f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)",
         f"- Loss: {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "- Loss: not logged",
-        *([f"- Validation loss (last evaluation): {eval_summary(meta)}"] if eval_summary(meta) else []),
+        *([f"- Validation loss (last evaluation): {validation}"] if (validation := eval_summary(meta)) else []),
         *[f"- Rows that fit (max_length {f['max_length']}), {split}: {fit_summary(f)}" for split, f in meta.get("fit", {}).items()], "",
         "At inference the student answers from the label prefix alone; it does not generate a rationale.", "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",

@@ -133,7 +133,7 @@ def run_train(args, plugins) -> int:
         ("parameters (trained)", f"{meta['parameters']:,} ({meta['trainable_parameters']:,})"),
         ("loss (first -> last)", f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "-"),
         *[(f"rows that fit ({split})", fit_summary(f)) for split, f in meta.get("fit", {}).items()],
-        *([("validation loss", eval_summary(meta))] if eval_summary(meta) else []),
+        *([("validation loss", validation)] if (validation := eval_summary(meta)) else []),
         ("wall time", f"{meta['train_runtime_s'] or 0:.1f} s"), ("model", str(out))]))  # fmt: skip
     return 0
 
