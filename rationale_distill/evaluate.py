@@ -36,6 +36,8 @@ class EvalConfig:
     latency_samples: int = option(16, help="examples timed one at a time for per-answer latency", ge=1)
     rationales: int = option(0, help="also generate rationales for the first N examples, for inspection", ge=0)
     limit: int | None = option(None, help="evaluate only the first N examples", ge=1)
+    teacher_latency: str = option("auto", help="the teacher's latency per answer: measure (ask it again, one answer at a time, on the first --latency-samples matched rows, as the student is timed), records (from its generation records, queueing included), or auto (measure when the teacher runs on this machine, such as local/...)", choices=("auto", "measure", "records"))
+    teacher_api_base: str | None = option(None, help="with --teacher-latency measure: the teacher's base URL (as --api-base was for generate)")
     serve_usd_per_hour: float = option(0.10, help="USD per hour of the machine that serves the student, for its cost per 1,000 answers (measured seconds per answer at batch 1 x this price); the report states it", ge=0)
     device: str = option("auto", help="auto, cuda or cpu", pattern=(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"))
 
@@ -151,6 +153,8 @@ def evaluate(config: EvalConfig) -> dict:
 
     golds = [e.gold for e in examples]
     teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
+    if teacher:
+        teacher["summary"].update(teacher_timing(config, teacher["records"]))
     student_scores = score(predictions, golds, teacher["answers"] if teacher else None, answer_type)
     intervals = confidence(student_scores, predictions, golds, teacher, answer_type)
     prompt_tokens = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
@@ -235,14 +239,63 @@ def teacher_view(path: str, examples: list[Example]) -> dict:
     answered = [s for r in found for s in r.samples if s.text is not None]
     cost = sum(s.cost or 0.0 for s in answered) / max(1, len(answered))  # one answer at its price, not every sample
     return {
-        "answers": answers, "matched": [r is not None for r in matched],
+        "answers": answers, "matched": [r is not None for r in matched], "records": found,
         "summary": {
             "teachers": sorted({s.teacher for r in found for s in r.samples}), "n_matched": len(found),
             "accuracy": acc["accuracy"], "samples_per_answer": samples_per,
             "latency_s": usage["latency_s"], "prompt_tokens": usage["prompt_tokens"],
             "cost_per_1k_usd": round(cost * 1000, 4),
+            "latency_basis": "from its records: wall time per call, queueing included",
+            "cost_basis": "one answer at its price, from its records (whatever the number of samples)",
         },
     }  # fmt: skip
+
+
+def teacher_timing(config: EvalConfig, records: list[TeacherRecord]) -> dict:
+    """The teacher timed as the student is: its recorded prompts asked again one at a time, one answer each (n=1),
+    with the sampling settings of the run; nothing is cached or written. Done when asked (--teacher-latency measure)
+    or when the teacher runs on this machine (auto), where its recorded latency would include queueing behind the
+    run's other requests. A teacher on this machine is then priced as the student is: seconds x --serve-usd-per-hour."""
+    if config.teacher_latency == "records":
+        return {}
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from .generate import resolve_teacher
+    from .plugins import load_plugins
+    from .teachers import Request, install_providers
+
+    plugins = load_plugins()
+    install_providers(plugins)
+    name = next(s.teacher for r in records for s in r.samples)
+    teacher = resolve_teacher(plugins, name, SimpleNamespace(api_base=config.teacher_api_base, price=None, api_key_env=None))
+    here = bool(getattr(teacher, "queues_locally", False))
+    if config.teacher_latency == "auto" and not here:
+        return {}
+    timed = records[: config.latency_samples]
+
+    async def ask(record: TeacherRecord) -> float:
+        params = {k: v for k, v in record.prompt.get("params", {}).items() if k != "n"}
+        started = time.perf_counter()
+        await teacher.complete(Request(messages=record.messages, inputs=record.row, n=1, params=params))
+        return time.perf_counter() - started
+
+    async def all_in_turn() -> list[float]:
+        return [await ask(r) for r in timed]
+
+    try:
+        seconds = asyncio.run(all_in_turn())
+    except Exception as exc:  # noqa: BLE001 - a teacher that cannot be reached: say so, in one line
+        raise UsageError(f"--teacher-latency {config.teacher_latency}: asking the teacher {name} failed ({exc}); pass "
+                         "--teacher-api-base if it is served, or --teacher-latency records") from None  # fmt: skip
+    latency = statistics.mean(seconds)
+    out = {"latency_s": round(latency, 4), "latency_measured": len(seconds),
+           "latency_basis": f"measured: {len(seconds)} answers asked one at a time (n=1) at eval, as the student was timed"}  # fmt: skip
+    if here:
+        out["cost_per_1k_usd"] = round(latency * 1000 * config.serve_usd_per_hour / 3600, 6)
+        out["cost_basis"] = f"runs on this machine: measured seconds per answer x ${config.serve_usd_per_hour:g}/hour (--serve-usd-per-hour)"
+    return out
 
 
 def records_summary(records: list[TeacherRecord]) -> dict:
@@ -286,6 +339,7 @@ def table_rows(report: dict) -> list[tuple]:
 
 def markdown(report: dict) -> str:
     rows = table_rows(report)
+    t = report.get("teacher")
     lines = ["# Student vs teacher", "", "| " + " | ".join(rows[0]) + " |", "|---|---|---|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows[1:]]
     s = report["student"]
@@ -294,8 +348,8 @@ def markdown(report: dict) -> str:
     lines += ["", f"Evaluated on {report.get('split', 'the test split')}: {gold}.",
               describe(report.get("comparison")) if report.get("teacher") else "No teacher records were given, so the student is not compared with the teacher."]
     lines += ["", f"Student `{report['student']['path']}` (base `{report['student']['base']}`), measured on {report['student']['device']}; "
-              f"its cost is {s.get('cost_basis', 'not priced')}, its size {s.get('size_basis', 'the student folder')}. The teacher's "
-              "latency and cost come from its records (cost: one answer at its price, whatever the number of samples).", "", "![accuracy vs latency](report.png)", "",
+              f"its cost is {s.get('cost_basis', 'not priced')}, its size {s.get('size_basis', 'the student folder')}."
+              + (f" The teacher's latency is {t['latency_basis']}; its cost is {t['cost_basis']}." if t else ""), "", "![accuracy vs latency](report.png)", "",
               "## Examples", "", "| input | gold | student | teacher |", "|---|---|---|---|"]  # fmt: skip
     for e in report["examples"][:20]:
         lines.append(f"| {e['input'][:80].replace('|', '/').replace(chr(10), ' ')} | {e['gold']} | {e['student']} | {e['teacher']} |")

@@ -166,7 +166,7 @@ def evaluate_with_baselines(run: RunConfig, gen: GenerateConfig, trn: TrainConfi
         found["bare"] = records_summary(bare_result.records)
     config = build_config(EvalConfig, {"student": trn.out, "data": test or run.eval.get("data"),
                                        "label_field": gen.label_field if test else None,
-                                       "teacher_records": teacher_records, "out": str(out / "report"),
+                                       "teacher_records": teacher_records, "teacher_api_base": gen.api_base, "out": str(out / "report"),
                                        **{k: v for k, v in eval_settings.items() if k != "data"}},
                           f"{run.source}: eval")  # fmt: skip
     report = evaluate(config)

@@ -261,6 +261,46 @@ def test_evaluate_student_against_gold_and_teacher(workspace, tmp_path, cli):
     assert report["examples"][0]["input"] == "Q: What is 1 + 2?" and report["examples"][0]["gold"] == "3"
 
 
+def test_teacher_latency_measured_one_answer_at_a_time_like_the_student(workspace, tmp_path, make_server):
+    """Recorded latencies include queueing (here: none, a fast server); asked to measure, eval asks the teacher again,
+    one answer (n=1) at a time with the run's settings, on --latency-samples rows. An API teacher is not re-asked by
+    default; a teacher on this machine (local/...) is, and is then priced by the serving machine's time."""
+    from rationale_distill.testing.fake_openai import Faults
+
+    out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), epochs=1, batch_size=8))
+    slow = make_server(faults=Faults(latency=1.0))
+    auto = evaluate(EvalConfig(student=str(out), teacher_records=str(workspace / "teacher.jsonl"), teacher_api_base=slow.base_url))
+    assert slow.requests == [] and auto["teacher"]["latency_s"] < 1.0 and "from its records" in auto["teacher"]["latency_basis"]
+    measured = evaluate(EvalConfig(student=str(out), teacher_records=str(workspace / "teacher.jsonl"), teacher_latency="measure",
+                                   teacher_api_base=slow.base_url, latency_samples=3, out=str(tmp_path / "r")))  # fmt: skip
+    assert len(slow.requests) == 3 and all(b.get("n", 1) == 1 for b in slow.requests)
+    recorded = [json.loads(x) for x in (workspace / "teacher.jsonl").read_text().splitlines()]
+    assert slow.requests[0]["messages"] == next(r["messages"] for r in recorded if r["input"] == measured["examples"][0]["input"])
+    t = measured["teacher"]
+    assert 1.0 <= t["latency_s"] < 2.0 and t["latency_measured"] == 3 and t["latency_basis"].startswith("measured: 3 answers")
+    assert "The teacher's latency is measured: 3 answers asked one at a time" in (tmp_path / "r" / "report.md").read_text()
+    assert t["cost_basis"].startswith("one answer at its price")  # an API teacher keeps its own price
+    with pytest.raises(UsageError, match="--teacher-latency measure: asking the teacher openai/fake failed"):
+        evaluate(EvalConfig(student=str(out), teacher_records=str(workspace / "teacher.jsonl"), teacher_latency="measure",
+                            teacher_api_base="http://127.0.0.1:9/v1"))  # fmt: skip
+
+
+def test_a_teacher_on_this_machine_is_timed_and_priced_as_the_student_is(workspace, tmp_path):
+    out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), epochs=1, batch_size=8))
+    prompt = tmp_path / "p.yaml"
+    prompt.write_text("name: p\nformat: text\ntemplate: 'Q: {input}'\nanswer_type: number\n")
+    rows = [json.loads(x) for x in (workspace / "data" / "test.jsonl").read_text().splitlines()]
+    raw = tmp_path / "test.jsonl"
+    raw.write_text("".join(json.dumps({"question": r["prompt"].removeprefix("[label] ").removeprefix("Q: "), "answer": r["gold"]}) + "\n" for r in rows if r["task"] == "label"))
+    rd.generate(rd.GenerateConfig(data=str(raw), teachers=[f"local/{workspace / 'tiny'}"], input_field="question", label_field="answer",
+                                  prompt=str(prompt), max_tokens=4, temperature=0, out=str(tmp_path / "t.jsonl"), cache_dir=str(tmp_path / "c")))  # fmt: skip
+    report = evaluate(EvalConfig(student=str(out), data=str(raw), input_field="question", label_field="answer",
+                                 teacher_records=str(tmp_path / "t.jsonl"), latency_samples=2))  # fmt: skip
+    t = report["teacher"]
+    assert t["latency_measured"] == 2 and t["latency_basis"].startswith("measured")
+    assert t["cost_per_1k_usd"] == pytest.approx(t["latency_s"] * 1000 * 0.10 / 3600, rel=0.01) and "runs on this machine" in t["cost_basis"]
+
+
 @pytest.mark.gpu
 def test_gpu_bf16_lora(workspace, tmp_path):
     out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "g"), lora=True, max_steps=5, device="cuda"))
