@@ -30,6 +30,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "data_efficiency.jsonl"
 LAMBDA_RUNS = RESULTS / "data_efficiency_lambda.jsonl"
+TEACHER = RESULTS / "data_efficiency_teacher.json"
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 METHODS = {"label-only": "label-only", "single-task": "single-task", "multi-task": "rationale"}
 
@@ -43,9 +44,19 @@ def teacher_records(work: Path) -> tuple[Path, Path]:
     gen, _, _ = stage_configs(run)
     train = replace(gen, limit=None, out=str(work / "teacher.jsonl"))
     rd.generate(train, progress=True)
+    return Path(train.out), teacher_test_records(work)
+
+
+def teacher_test_records(work: Path) -> Path:
+    """The prompted teacher's greedy answers on the test questions (cached: a re-run makes no call)."""
+    import rationale_distill as rd
+    from rationale_distill.pipeline import demo_config, stage_configs
+
+    run = demo_config(out=str(work))
+    gen, _, _ = stage_configs(run)
     test = replace(gen, data=run.test_data, limit=None, samples=1, temperature=0.0, concurrency=16, out=str(work / "teacher-test.jsonl"))
     rd.generate(test, progress=True)
-    return Path(train.out), Path(test.out)
+    return Path(test.out)
 
 
 def subset(records_path: Path, fraction: float, seed: int, work: Path) -> Path:
@@ -77,11 +88,17 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
             "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"]}  # fmt: skip
 
 
-def teacher_accuracy(path: Path) -> float:
+def teacher_accuracy(path: Path) -> dict:
+    """The prompted teacher's accuracy on the test questions, with its 95% Wilson interval; kept beside the results
+    (TEACHER) so that --plot-only can rebuild the table without the work folder."""
     from rationale_distill.records import read_records
+    from rationale_distill.stats import wilson
 
     records = read_records(path)
-    return sum(r.majority == r.label for r in records) / len(records)
+    right = sum(r.majority == r.label for r in records)
+    found = {"accuracy": right / len(records), "n": len(records), "ci95": wilson(right, len(records))}
+    TEACHER.write_text(json.dumps(found) + "\n")
+    return found
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -94,13 +111,17 @@ def mean_sd(accs: list[float]) -> tuple[float, float]:
 
 
 def cell(accs: list[float]) -> str:
+    """mean ± sd [95% t-interval of the mean] (n seeds), in percent."""
+    from rationale_distill.stats import mean_interval
+
     if not accs:
         return "-"
     mean, sd = mean_sd(accs)
-    return f"{mean:.1f} ± {sd:.1f} (n={len(accs)})"
+    _, low, high = mean_interval([100 * a for a in accs])
+    return f"{mean:.1f} ± {sd:.1f} [{max(0.0, low):.0f}-{min(100.0, high):.0f}] (n={len(accs)})"
 
 
-def plot(teacher_acc: float | None) -> None:
+def plot(teacher: dict | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,8 +143,8 @@ def plot(teacher_acc: float | None) -> None:
         if xs:
             ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=color, label=method)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    if teacher_acc is not None:
-        ax.axhline(100 * teacher_acc, color="#e6550d", linestyle="--", label="prompted teacher")
+    if teacher is not None:
+        ax.axhline(100 * teacher["accuracy"], color="#e6550d", linestyle="--", label="prompted teacher")
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(FRACTIONS), [f"{f:g}" for f in FRACTIONS])
     ax.set_xlabel("fraction of training examples")
@@ -134,13 +155,14 @@ def plot(teacher_acc: float | None) -> None:
     fig.tight_layout()
     fig.savefig(RESULTS / "data_efficiency.png", dpi=110)
     table = "\n".join(lines)
-    teacher = f"Prompted teacher (greedy, 100 test questions): {100 * teacher_acc:.1f}%" if teacher_acc is not None else ""
+    note = (f"Prompted teacher (greedy, {teacher['n']} test questions): {100 * teacher['accuracy']:.1f}% (95% Wilson interval "
+            f"{100 * teacher['ci95'][0]:.1f}-{100 * teacher['ci95'][1]:.1f})" if teacher else "")  # fmt: skip
     (RESULTS / "data_efficiency.md").write_text(
-        "# Data efficiency (test accuracy %, mean ± std over seeds)\n\n`python benchmarks/data_efficiency.py --seeds 3`\n\n"
-        f"{table}\n\n{teacher}\n\n![data efficiency](data_efficiency.png)\n"
+        f"# Data efficiency (test accuracy %: mean ± std [95% t-interval of the mean] over n seeds; {os.cpu_count()} CPU cores)\n\n"
+        f"`python benchmarks/data_efficiency.py --seeds 3`\n\n{table}\n\n{note}\n\n![data efficiency](data_efficiency.png)\n"
     )
     print(table)
-    print(teacher)
+    print(note)
 
 
 def lambda_table() -> None:
@@ -160,7 +182,7 @@ def lambda_table() -> None:
     cmd = f"python benchmarks/data_efficiency.py --lambdas {','.join(f'{x:g}' for x in sorted({r['lambda'] for r in runs}))} " \
           f"--fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"  # fmt: skip
     (RESULTS / "data_efficiency_lambda.md").write_text(
-        f"# Lambda sweep (multi-task, test accuracy %, mean ± std over seeds {seeds})\n\n`{cmd}`\n\n{table}\n")
+        f"# Lambda sweep (multi-task, test accuracy %: mean ± std [95% t-interval of the mean] over seeds {seeds})\n\n`{cmd}`\n\n{table}\n")
     print(table)
 
 
@@ -176,9 +198,10 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    if args.plot_only:
-        test_path = work / "teacher-test.jsonl"
-        plot(teacher_accuracy(test_path) if test_path.is_file() else None)
+    if args.plot_only:  # tables and plot again from the committed results
+        plot(json.loads(TEACHER.read_text()) if TEACHER.is_file() else teacher_accuracy(teacher_test_records(work)))
+        if LAMBDA_RUNS.is_file():
+            lambda_table()
         return
     records, test_records = teacher_records(work)
     from rationale_distill.pipeline import demo_config

@@ -3,6 +3,7 @@ than noise from a small test set?
 
 - ``wilson``: the 95% Wilson score interval of a proportion (Wilson 1927); unlike the normal approximation it stays
   inside [0, 1] and behaves at 0% and 100% and with small n.
+- ``mean_interval``: the mean of a few runs (seeds) with its 95% Student-t interval, for benchmark tables.
 - ``paired``: student minus teacher on the *same* rows: a paired bootstrap interval of the difference in accuracy
   (seeded, so the report is reproducible) and McNemar's exact test on the discordant pairs (the rows where exactly
   one of the two is right), two-sided.
@@ -24,6 +25,27 @@ def wilson(right: int, n: int, z: float = Z95) -> tuple[float, float] | None:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# two-sided 95% quantiles of Student's t, by degrees of freedom (t.ppf(0.975, df)); above 30 the normal's is close
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 11: 2.201,
+       12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}  # fmt: skip
+
+
+def mean_interval(values: list[float]) -> tuple[float, float, float] | None:
+    """(mean, low, high): the 95% t-interval of the mean of a few runs; with one run the interval is the point.
+    With 3 seeds it is wide (t = 4.30): that is the point of showing it."""
+    n = len(values)
+    if n == 0:
+        return None
+    mean = sum(values) / n
+    if n == 1:
+        return mean, mean, mean
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    df = n - 1
+    t = T95.get(df) or (T95[max(k for k in T95 if k <= df)] if df <= 30 else Z95)
+    half = t * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def mcnemar_exact(student_only: int, teacher_only: int) -> float:

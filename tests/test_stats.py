@@ -1,8 +1,11 @@
 """Intervals and significance in the report, checked against hand-computed values."""
 
+import math
+import statistics
+
 import pytest
 
-from rationale_distill.stats import describe, mcnemar_exact, paired, wilson
+from rationale_distill.stats import describe, mcnemar_exact, mean_interval, paired, wilson
 
 
 def test_wilson_matches_hand_computed_intervals():
@@ -34,3 +37,14 @@ def test_paired_difference_interval_and_verdict():
     far = paired([True] * 40, [False] * 20 + [True] * 20)
     assert far["significant"] and far["ci95"][0] > 0 and "significant at the 5% level" in describe(far)
     assert paired([], []) is None and "not tested" in describe(None)
+
+
+def test_mean_interval_is_the_student_t_interval():
+    # 42, 48, 54: mean 48, sd 6, n 3: half-width 4.303 * 6 / sqrt(3) = 14.906
+    mean, low, high = mean_interval([0.42, 0.48, 0.54])
+    assert mean == pytest.approx(0.48) and low == pytest.approx(0.48 - 0.14906, abs=1e-4) and high == pytest.approx(0.48 + 0.14906, abs=1e-4)
+    assert mean_interval([0.5]) == (0.5, 0.5, 0.5) and mean_interval([]) is None
+    assert mean_interval([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)  # no spread, no width
+    values = [0.1 * (i % 10 + 1) for i in range(20)] + [0.5, 0.5]  # df 21: not in the table, t(21) = 2.080
+    mean, low, high = mean_interval(values)
+    assert (high - low) / 2 == pytest.approx(2.080 * statistics.stdev(values) / math.sqrt(22), rel=0.005)
