@@ -15,6 +15,7 @@ and no more ``n`` for the rest of the run.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 import time
@@ -28,6 +29,68 @@ from .teachers import Completion, Request, Teacher
 
 STOP_KINDS = {"auth", "not_found"}  # the same for every call: stop at once, nothing is retried
 CONNECTION_STOP_AFTER = 3  # connection refusals before any success that end the run
+
+
+class PromptCheck:
+    """Is the server seeing the prompt? A chat template that drops the user's turn, or a proxy that loses the body,
+    answers every input alike. From each teacher's first ``SAMPLE`` fresh answers to different prompts: the same
+    text for all of them, or a reported prompt-token count far below the prompt's own size, stops the run, and those
+    answers are taken out of the cache (they are not answers to the prompts), so a re-run after the fix asks again."""
+
+    SAMPLE = 4
+    MIN_TEXT = 20  # shorter answers ("blue", "4") may well be the same for different inputs
+    MIN_TOKEN_RATIO = 0.25  # reported prompt tokens / the prompt's estimated tokens
+
+    def __init__(self):
+        self.seen: dict[str, dict[str, tuple]] = {}  # teacher -> prompt -> (text, reported, estimated, key)
+        self.done: set[str] = set()
+        self.tripped: set[str] = set()  # teachers found not to see the prompt
+
+    def add(self, teacher: Teacher, request: Request, entry: dict) -> str | None:
+        name = teacher.name
+        if name in self.done:
+            return None
+        prompt = json.dumps(request.messages, sort_keys=True)
+        seen = self.seen.setdefault(name, {})
+        if prompt in seen or not entry.get("choices"):
+            return None
+        reported = (entry.get("usage") or {}).get("prompt_tokens") or 0
+        seen[prompt] = ((entry["choices"][0].get("text") or "").strip(), reported, teacher.count_tokens(request.messages), entry["key"])
+        if len(seen) < self.SAMPLE:
+            return None
+        self.done.add(name)
+        texts = {text for text, *_ in seen.values()}
+        if len(texts) == 1 and len(next(iter(texts))) >= self.MIN_TEXT:
+            return (f"{name} gave the same reply to {len(seen)} different prompts ({next(iter(texts))[:60]!r}): the server "
+                    "is not seeing the prompt (a chat template that drops the user's turn? a base model behind a chat "
+                    "endpoint?); check the server's template, or use a format: text prompt for a base model")  # fmt: skip
+        if all(0 < reported < self.MIN_TOKEN_RATIO * estimated for _, reported, estimated, _ in seen.values()):
+            r, e = next((r, e) for _, r, e, _ in seen.values())
+            return (f"{name} reports {r} prompt tokens for a prompt of about {e}: the server is not seeing the whole "
+                    "prompt (its chat template drops part of it?); check the server's chat template")  # fmt: skip
+        return None
+
+    def keys(self, name: str) -> list[str]:
+        return [key for *_, key in self.seen.get(name, {}).values()]
+
+
+def plausible_usage(teacher: Teacher, request: Request, completion: Completion) -> str | None:
+    """Some servers (llama-server) count the completion tokens of one choice when n > 1. Where the reported count is
+    under half of what the texts hold, count the texts instead (marked in the usage); returns a note for the run."""
+    usage = completion.usage or {}
+    if request.n < 2 or len(completion.choices) < 2:
+        return None
+    counted = sum(teacher.count_tokens([{"role": "assistant", "content": c.text}]) - 4 for c in completion.choices)
+    reported = usage.get("completion_tokens") or 0
+    if reported >= 0.5 * counted:
+        return None
+    completion.usage = {**usage, "completion_tokens": counted, "completion_tokens_reported": reported}
+    cost = teacher.cost_of(usage.get("prompt_tokens") or 0, counted)
+    if cost is not None:
+        completion.cost = cost
+    return (f"{teacher.name} reported {reported} completion tokens for {len(completion.choices)} choices whose texts "
+            f"hold about {counted}: tokens (and costs) were counted from the texts instead (llama-server counts one "
+            "choice when n > 1)")  # fmt: skip
 
 
 @dataclass
@@ -114,6 +177,8 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
     interrupted: list[int] = []  # Ctrl-C / SIGTERM: send nothing new, let what is in flight land in the journal
     refused = [0]  # connection refusals before any success
     ignores_n: set[str] = set()  # teachers seen returning fewer choices than n
+    check = PromptCheck()
+    usage_noted: set[str] = set()
     bar = bar or Progress(progress, len(calls))
 
     async def send(teacher: Teacher, request: Request, key: str) -> dict:
@@ -142,6 +207,10 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
                     error = TeacherError(f"{teacher.name}: {type(exc).__name__}: {exc}", kind="teacher_bug")
                 latency = time.perf_counter() - started
             if error is None:
+                note = plausible_usage(teacher, request, completion)
+                if note and teacher.name not in usage_noted:  # once per teacher
+                    usage_noted.add(teacher.name)
+                    stats.notes.append(note)
                 usage = completion.usage or {}
                 limiter.settle(slot, (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0))
                 entry = journal_entry(key, teacher, request, completion, latency)
@@ -149,6 +218,15 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
                 stats.made += 1
                 stats.cost += completion.cost or 0.0
                 budget.add(completion.cost)
+                blind = check.add(teacher, request, entry)
+                if teacher.name in check.tripped:  # landed after the stop: no answer either
+                    store.revoke([key])
+                    return {"ok": False, "error": "skipped: the run stopped", "kind": "stopped"}
+                if blind:
+                    check.tripped.add(teacher.name)
+                    store.revoke(check.keys(teacher.name))
+                    stop.append(TeacherError(blind, kind="blind"))
+                    return {"ok": False, "error": blind, "kind": "blind"}
                 return entry
             if error.kind in STOP_KINDS:
                 stop.append(error)
@@ -233,6 +311,8 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
     if stop:
         done = stats.made
         tail = f"; {done} completed calls are journaled, re-run to resume" if done else "; nothing was written"
+        if stop[0].kind == "blind":
+            tail = "; its replies were taken out of the cache (they answer no prompt): fix the server, then re-run"
         raise GenerationError(f"stopping: {stop[0]}{tail}")
 
 

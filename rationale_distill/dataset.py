@@ -107,8 +107,14 @@ def build(records: list[TeacherRecord] | str, config: BuildConfig | None = None,
         for i, c in enumerate(kept):
             rows.extend({"id": record.id, "split": split, **row} for row in pairs(record, c, target, config, first=i == 0))
     if not any(r["split"] != "test" for r in rows):
+        # Nothing to build, and an earlier build in --out stays as it was; the rejects say why, beside it.
+        where = ""
+        if config.out:
+            path = Path(config.out).with_name(f"{Path(config.out).name}.rejects.jsonl")
+            write_jsonl(path, [r.__dict__ for r in rejects])
+            where = f" ({len(rejects)} listed in {path})"
         raise UsageError(f"{config.records}: no usable samples: every example was dropped ({summary_of(counts)}); "
-                         "see the rejects, or loosen the filters")  # fmt: skip
+                         f"see the rejects{where}, or loosen the filters")  # fmt: skip
     report = make_report(config, records, rows, rejects, counts, kept_samples)
     report["test"] = dict(held_out)
     report["duplicate_inputs"] = duplicate_inputs(records)

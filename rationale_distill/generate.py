@@ -93,6 +93,11 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
         raise UsageError("--teacher: the same teacher is named twice; use --samples for more samples")
     if config.samples < 1 or config.concurrency < 1:
         raise UsageError("--samples and --concurrency must be at least 1")
+    install_providers(plugins)  # before asking a teacher what it accepts: local/ and plugin providers are known then
+    for t in teachers:
+        reason = t.refuses(spec.format)
+        if reason:
+            raise UsageError(f"--teacher {t.name} with --prompt {spec.name}: {reason}")
 
     if config.max_cost is not None:
         unpriced = [t.name for t in teachers if t.cost_of(1000, 1000) is None]
@@ -377,8 +382,8 @@ def plan_calls(spec: PromptSpec, config: GenerateConfig, teachers: list[Teacher]
             # Native n: one request returns every sample. Otherwise one seeded request per sample.
             groups = [(0, config.samples)] if teacher.native_n and config.samples > 1 else [(s, 1) for s in range(config.samples)]
             for first, n in groups:
-                request = Request(messages=ex.messages, inputs=ex.fields, n=n, seed=config.seed + first,
-                                  params=params, timeout=config.timeout, logprobs=config.logprobs)  # fmt: skip
+                request = Request(messages=ex.messages, inputs=ex.fields, n=n, seed=config.seed + first, params=params,
+                                  timeout=config.timeout, logprobs=config.logprobs, format=spec.format)  # fmt: skip
                 calls.append(Call(call_key(teacher, request), teacher, request, i, first))
     return calls
 
@@ -425,6 +430,11 @@ def samples_from(call: Call, spec: PromptSpec, parser, stats: Stats) -> list[Sam
                         finish_reason=choice.get("finish_reason"))  # fmt: skip
         try:
             sample.rationale, sample.raw_answer, sample.answer = parse_sample(parser, choice["text"], spec, choice.get("fields"))
+            marker = spec.answer_marker if spec.parser == "answer-marker" else None
+            if sample.finish_reason == "length" and marker and marker.lower() not in (choice["text"] or "").lower():
+                # a reply cut before its answer marker: whatever a fallback read in the fragment is not its answer
+                sample.rationale = sample.raw_answer = sample.answer = None
+                raise ParseFailure(f"no answer marker {marker!r} in the part that was written")
         except ParseFailure as exc:
             sample.parse_error = str(exc)
             if sample.finish_reason == "length":

@@ -236,22 +236,36 @@ _FORMATS = (
 )
 
 
-def find_answer(text: str, marker: str | None, answer_type: str = "text", options: list[str] | None = None):
+def find_answer(text: str, marker: str | None, answer_type: str = "text", options: list[str] | None = None, first: bool = True):
     """Return (rationale, answer as written, canonical answer). Reasoning-model output keeps its <think> block in
-    the rationale and looks for the answer after it."""
+    the rationale and looks for the answer after it. The *first* complete answer counts (a base model with no stop
+    sequence goes on to invent and answer the next question); a marker whose answer is a question ("So the answer
+    is 3? No. ...") is not complete. first=False: the last marker wins (a prompt's ``answer_position: last``)."""
     head, body = "", text
     if "</think>" in text:
         head, body = text.rsplit("</think>", 1)
         head = head.replace("<think>", "").strip()
     if marker:
-        idx = body.lower().rfind(marker.lower())
-        if idx >= 0:
+        lowered, m = body.lower(), marker.lower()
+        starts = [x.start() for x in re.finditer(re.escape(m), lowered)]
+        for idx in starts if first else starts[-1:]:
+            last = idx == starts[-1]
             span = body[idx + len(marker) :]
             if not span.strip().strip(":").strip():
-                raise ParseFailure(f"nothing after the answer marker {marker!r}")
-            raw, answer = extract(span, answer_type, options)
+                if last:
+                    raise ParseFailure(f"nothing after the answer marker {marker!r}")
+                continue
+            if not last and _QUESTIONED.match(span):
+                continue
+            try:
+                raw, answer = extract(span, answer_type, options)
+            except ParseFailure:
+                if last:
+                    raise
+                continue
             return _join(head, body[:idx]), raw, answer
     for _, pattern in _FORMATS:
+        # the prompt's own marker takes the first complete answer; these conventions keep theirs (the final \boxed{})
         for m in reversed(list(pattern.finditer(body))):
             try:
                 raw, answer = extract(m.group(1), answer_type, options)
@@ -264,6 +278,9 @@ def find_answer(text: str, marker: str | None, answer_type: str = "text", option
         return _join(head, found[0]), found[1], found[2]
     where = f"no answer marker {marker!r}" if marker else "no answer"
     raise ParseFailure(f"{where} in the response (nor \\boxed{{}}, ####, 'Answer:', JSON, **bold** or a last line with the answer)")
+
+
+_QUESTIONED = re.compile(r"\s*:?\s*[^.!?\n]*\?")  # the answer after a marker is a question: not a complete answer
 
 
 def _join(*parts: str) -> str:
@@ -346,9 +363,10 @@ def _options(spec):
 
 
 def answer_marker(text: str, spec, fields: dict | None = None) -> Parsed:
-    """Rationale, then '<marker> X' (Distilling Step-by-Step's 'So the answer is X'); the last marker wins. Without
-    a marker, the common answer formats are recognised."""
-    rationale, raw, answer = find_answer(text, spec.answer_marker, spec.answer_type or "text", _options(spec))
+    """Rationale, then '<marker> X' (Distilling Step-by-Step's 'So the answer is X'); the first complete answer counts
+    unless the prompt says ``answer_position: last``. Without a marker, the common answer formats are recognised."""
+    first = getattr(spec, "answer_position", "first") != "last"
+    rationale, raw, answer = find_answer(text, spec.answer_marker, spec.answer_type or "text", _options(spec), first=first)
     return Parsed(rationale=rationale, raw_answer=raw, answer=answer)
 
 

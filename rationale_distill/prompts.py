@@ -26,7 +26,7 @@ from .records import Part
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})")  # {field}, not {{literal}}
 FIELDS = {
     "name", "description", "format", "system", "instructions", "examples", "template", "response_template",
-    "parser", "answer_marker", "answer_type", "options", "stop", "params", "demo_separator",
+    "parser", "answer_marker", "answer_type", "options", "stop", "params", "demo_separator", "answer_position",
 }  # fmt: skip
 
 
@@ -41,6 +41,7 @@ class PromptSpec:
     format: str = "chat"  # "chat": system/user/assistant messages; "text": one plain prompt for base models
     parser: str = "answer-marker"
     answer_marker: str = "So the answer is"
+    answer_position: str = "first"  # which answer counts when a reply holds several: "first" or "last"
     answer_type: str | None = None  # None: inferred from the gold labels at generation time (else text)
     options: list[str] | None = None  # the option set of a choice task (letters or label strings)
     stop: list[str] = field(default_factory=list)
@@ -184,6 +185,8 @@ def _validate(data: dict, where: str, digest: str) -> PromptSpec:
     for required in ("name", "template"):
         if not isinstance(data.get(required), str) or not data[required].strip():
             raise UsageError(f"{where}: missing required field {required!r} (a non-empty string)")
+    if data.get("answer_position", "first") not in ("first", "last"):
+        raise UsageError(f"{where}: answer_position must be 'first' or 'last', not {data['answer_position']!r}")
     if data.get("format", "chat") not in ("chat", "text"):
         raise UsageError(f"{where}: format must be 'chat' or 'text', not {data['format']!r}")
     if data.get("answer_type") is not None and data["answer_type"] not in ANSWER_TYPES:

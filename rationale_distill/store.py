@@ -67,7 +67,9 @@ class Store:
                     self._remember(entry)
 
     def _remember(self, entry: dict) -> None:
-        if entry.get("ok"):
+        if entry.get("revoked"):  # a journaled answer found to be no answer (the server never saw the prompt)
+            self.index.pop(entry["key"], None)
+        elif entry.get("ok"):
             self.index[entry["key"]] = entry
         elif entry.get("permanent") and entry.get("key"):
             self.failures[entry["key"]] = entry
@@ -98,6 +100,11 @@ class Store:
         self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._fh.flush()  # in the OS's hands now: survives the process being killed
         self._remember(entry)
+
+    def revoke(self, keys: list[str]) -> None:
+        """Take these answers out of the cache (journaled, so every process and every later run agrees)."""
+        for key in keys:
+            self.put({"key": key, "ok": False, "revoked": True, "time": time.time()})
 
     def close(self) -> None:
         if self._fh is not None:

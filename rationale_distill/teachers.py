@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .errors import TeacherError, UsageError
 
 # Providers whose API accepts ``n`` (several choices from one request); others get separate seeded calls.
+TEXT_PROVIDERS = {"text-completion-openai", "hosted_vllm"}  # OpenAI-compatible servers with a /completions endpoint
 NATIVE_N_PROVIDERS = {"openai", "azure", "hosted_vllm", "text-completion-openai", "openrouter", "together_ai", "fireworks_ai", "deepseek", "local"}  # fmt: skip
 # Where LiteLLM looks for each provider's key; named in errors, never printed.
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "azure": "AZURE_API_KEY",
@@ -30,6 +31,7 @@ class Request:
     params: dict = field(default_factory=dict)  # temperature, max_tokens, stop, top_p, ...
     timeout: float = 120.0  # seconds
     logprobs: int | None = None  # top-k logprobs to ask for, if any
+    format: str = "chat"  # "text": a base-model prompt (one user message holding the whole text)
 
 
 @dataclass
@@ -67,8 +69,15 @@ class Teacher:
     def request_payload(self, request: "Request") -> dict:
         """What this teacher sends for ``request``: by default the messages and every sampling setting. A teacher
         that reads row fields (``request.inputs``) or adds parameters of its own must say so here."""
-        return {"messages": request.messages, "n": request.n, "seed": request.seed, "params": request.params,
-                "logprobs": request.logprobs}  # fmt: skip
+        payload = {"messages": request.messages, "n": request.n, "seed": request.seed, "params": request.params,
+                   "logprobs": request.logprobs}  # fmt: skip
+        if request.format != "chat":  # chat requests keep the keys they always had
+            payload["format"] = request.format
+        return payload
+
+    def refuses(self, prompt_format: str) -> str | None:
+        """Why this teacher cannot take prompts of this format (checked before anything is sent), or None."""
+        return None
 
     async def complete(self, request: Request) -> Completion:
         raise NotImplementedError
@@ -162,6 +171,20 @@ class LiteLLMTeacher(Teacher):
             self._queues_locally = self.provider in _custom_providers()
         return self._queues_locally
 
+    @property
+    def text_route(self) -> bool:
+        """Base-model (format: text) prompts go to a text-completions endpoint: a self-hosted OpenAI-compatible
+        server (llama.cpp, vLLM) at --api-base, or a text-completion-openai/ model. Through the chat endpoint the
+        server would wrap the text in its chat template, which a base model has never seen."""
+        return self.provider in TEXT_PROVIDERS or (self.provider == "openai" and bool(self.api_base))
+
+    def refuses(self, prompt_format: str) -> str | None:
+        if prompt_format != "text" or self.text_route or self.queues_locally:
+            return None
+        return (f"the prompt is format: text (a base-model prompt) but {self.model} would get it through a chat endpoint, "
+                "wrapped in a chat template; serve a base model on an OpenAI-compatible server and pass --api-base "
+                "(openai/MODEL or hosted_vllm/MODEL), use text-completion-openai/MODEL, or use a chat prompt")  # fmt: skip
+
     def request_payload(self, request: Request) -> dict:
         # The parameters exactly as complete() merges them: the teacher's own (top_p, response_format, reasoning
         # settings, ...) under the request's.
@@ -169,13 +192,14 @@ class LiteLLMTeacher(Teacher):
 
     def _key(self) -> str | None:
         key = self._api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
-        if key is None and self.api_base and self.provider in ("openai", "hosted_vllm"):
+        if key is None and self.api_base and self.provider in ("openai", "hosted_vllm", *TEXT_PROVIDERS):
             return "EMPTY"  # OpenAI-compatible local servers (vLLM, llama.cpp) need no key, the client needs one
         return key
 
     async def complete(self, request: Request) -> Completion:
         litellm = import_litellm()
 
+        text = request.format == "text" and self.text_route
         kwargs = {**self.params, **request.params}
         kwargs.update(model=self.model, messages=request.messages, timeout=request.timeout, num_retries=0, max_retries=0,
                       drop_params=True)  # fmt: skip
@@ -184,14 +208,21 @@ class LiteLLMTeacher(Teacher):
         if request.seed is not None:
             kwargs["seed"] = request.seed
         if request.logprobs:
-            kwargs.update(logprobs=True, top_logprobs=request.logprobs)
+            # the completions API takes the number of top logprobs as `logprobs`; chat takes a flag and `top_logprobs`
+            kwargs.update(logprobs=request.logprobs) if text else kwargs.update(logprobs=True, top_logprobs=request.logprobs)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         key = self._key()
         if key:
             kwargs["api_key"] = key
         try:
-            response = await litellm.acompletion(**kwargs)
+            if text:
+                del kwargs["messages"]
+                name = self.model.split("/", 1)[1] if "/" in self.model else self.model
+                kwargs.update(model=f"text-completion-openai/{name}", prompt="".join(m.get("content") or "" for m in request.messages))
+                response = await litellm.atext_completion(**kwargs)
+            else:
+                response = await litellm.acompletion(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every provider error is mapped onto the taxonomy
             raise map_error(exc, self, key) from None
         return self._completion(response)
@@ -206,7 +237,12 @@ class LiteLLMTeacher(Teacher):
                 logprobs = [{"token": t.token, "logprob": t.logprob,
                              "top_logprobs": [{"token": x.token, "logprob": x.logprob} for x in (t.top_logprobs or [])]}
                             for t in content]  # fmt: skip
-            choices.append(Choice(text=c.message.content or "", finish_reason=c.finish_reason, logprobs=logprobs))
+            elif lp is not None and getattr(lp, "tokens", None):  # the completions format: parallel lists
+                logprobs = [{"token": t, "logprob": p, "top_logprobs": [{"token": k, "logprob": v} for k, v in (top or {}).items()]}
+                            for t, p, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs or [None] * len(lp.tokens))]  # fmt: skip
+            message = getattr(c, "message", None)
+            text = message.content if message is not None else getattr(c, "text", None)
+            choices.append(Choice(text=text or "", finish_reason=c.finish_reason, logprobs=logprobs))
         usage = getattr(response, "usage", None)
         usage = {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
                  "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}  # fmt: skip
@@ -277,6 +313,9 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
 
     if isinstance(exc, litellm.RateLimitError):
         return err(f"rate limited by {where} (HTTP 429)", "rate_limit", True, _retry_after(exc))
+    if _client_side(exc, text):
+        status = None
+        return err(f"the client refused the request to {teacher.model} before sending it (not a server error, not retried): {text}", "client")
     if isinstance(exc, litellm.Timeout):
         return err(f"request to {where} timed out", "timeout", True)
     if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
@@ -301,6 +340,22 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
     if status is not None and status < 500 and status not in (408, 409):
         return err(f"{teacher.model} at {where} answered HTTP {status}: {text}", "client")
     return err(f"{teacher.model} at {where} failed (HTTP {status or '?'}): {text}", "server", True, _retry_after(exc))
+
+
+# what a client library raises before anything is sent: an argument it does not take, a key it wants. LiteLLM wraps
+# these as "HTTP 500", but no server ever answered: retrying cannot help.
+_CLIENT_SIDE = ("got an unexpected keyword argument", "missing credentials", "required positional argument",
+                "takes no keyword arguments", "unsupported parameter")  # fmt: skip
+
+
+def _client_side(exc: Exception, text: str) -> bool:
+    chain, seen = exc, set()
+    while chain is not None and id(chain) not in seen:
+        seen.add(id(chain))
+        if isinstance(chain, (TypeError, AttributeError)):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return any(s in text.lower() for s in _CLIENT_SIDE)
 
 
 def _is_connection(exc: Exception) -> bool:
@@ -433,13 +488,16 @@ class DSPyTeacher(Teacher):
         inputs, config = self._inputs(request), self._config(request)
         if request.seed is not None:
             config["rollout_id"] = request.seed
+        # A copy per call: the seed goes out with its request, and the copy's own history holds this call's responses
+        # alone (finish reasons), however many calls run at once.
+        lm = self.lm.copy(seed=request.seed) if request.seed is not None else self.lm.copy()
         try:
-            with dspy.context(lm=self.lm, track_usage=True):
+            with dspy.context(lm=lm, track_usage=True):
                 prediction = await self.program.acall(**inputs, config=config) if config else await self.program.acall(**inputs)
         except Exception as exc:  # noqa: BLE001
             if type(exc).__name__ == "AdapterParseError":  # the LM answered, the adapter could not parse it
                 raw = getattr(exc, "lm_response", None) or str(exc)
-                return Completion(choices=[Choice(text=str(raw), fields=None)])
+                return Completion(choices=[Choice(text=str(raw), fields=None, finish_reason=_finish_reason(lm))])
             raise map_error(getattr(exc, "__cause__", None) or exc, self._lite) from None
         fields_ = {k: prediction.get(k) for k in prediction.keys()}
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -447,7 +505,15 @@ class DSPyTeacher(Teacher):
             usage["prompt_tokens"] += int(lm_usage.get("prompt_tokens") or 0)
             usage["completion_tokens"] += int(lm_usage.get("completion_tokens") or 0)
         cost = self._lite.cost_of(usage["prompt_tokens"], usage["completion_tokens"])
-        return Completion(choices=[Choice(text=json.dumps(fields_, ensure_ascii=False), fields=fields_)], usage=usage, cost=cost)
+        text = json.dumps(fields_, ensure_ascii=False)
+        return Completion(choices=[Choice(text=text, fields=fields_, finish_reason=_finish_reason(lm))], usage=usage, cost=cost)
+
+
+def _finish_reason(lm) -> str | None:
+    """The finish reason of a DSPy program's LM calls: "length" if any was cut, else the last one's."""
+    reasons = [getattr(c, "finish_reason", None) or (c.get("finish_reason") if isinstance(c, dict) else None)
+               for entry in lm.history for c in (getattr(entry.get("response"), "choices", None) or [])[:1]]  # fmt: skip
+    return "length" if "length" in reasons else (reasons[-1] if reasons else None)
 
 
 def _program_inputs(program, available: dict) -> set[str]:

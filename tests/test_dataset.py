@@ -221,7 +221,9 @@ def test_cli_build_and_failures_leave_previous_output_intact(records, tmp_path, 
     assert code == 0 and "Build summary" in stdout
     before = (out / "train.jsonl").read_bytes()
     code, _, err = cli("build", records, "--out", out, "--label-source", "vote", "--max-rationale-chars", "1")
-    assert code == 2 and "no usable samples" in err
+    assert code == 2 and "no usable samples" in err and f"listed in {tmp_path / 'd.rejects.jsonl'}" in err
+    rejects = [json.loads(x) for x in (tmp_path / "d.rejects.jsonl").read_text().splitlines()]
+    assert rejects and any("max-rationale-chars" in r["filter"] or "rationale" in r["filter"] for r in rejects), rejects[:2]
     assert (out / "train.jsonl").read_bytes() == before
     code, _, err = cli("build", records, "--out", out, "--mode", "nope")
     assert code == 2 and "mode (--mode) = 'nope': choose one of" in err

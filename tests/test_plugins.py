@@ -183,8 +183,6 @@ def test_every_hook_has_a_test():
 
 def test_dspy_teacher_runs_a_chain_of_thought_program_over_litellm(make_server, problems):
     def dspy_responder(body, i):
-        system = body["messages"][0]["content"]
-        assert "[[ ## reasoning ## ]]" in system
         q = body["messages"][-1]["content"]
         import re
 
@@ -197,9 +195,16 @@ def test_dspy_teacher_runs_a_chain_of_thought_program_over_litellm(make_server, 
     record = result.records[0]
     assert record.majority == record.label and record.samples[0].rationale.endswith(f"is {record.label}.")
     assert record.samples[0].teacher == "dspy:openai/fake" and len(s.requests) == 24
+    assert "[[ ## reasoning ## ]]" in s.requests[0]["messages"][0]["content"]  # DSPy's ChatAdapter wrote the prompt
     again = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["dspy:openai/fake"], api_base=s.base_url,
                                           input_field="question", label_field="answer", samples=2))  # fmt: skip
     assert len(s.requests) == 24 and again.stats.cached == 24  # our cache, not DSPy's
+    assert sorted({b.get("seed") for b in s.requests}) == [0, 1]  # sample k is seeded seed + k: reproducible
+    assert record.samples[0].finish_reason == "stop"
+    cut = rd.generate(rd.GenerateConfig(data=str(problems), teachers=["dspy:openai/fake"], api_base=s.base_url, limit=2,
+                                        input_field="question", label_field="answer", max_tokens=4, cache_dir=None))  # fmt: skip
+    sample = cut.records[0].samples[0]
+    assert sample.finish_reason == "length" and sample.parse_error.startswith("cut at max_tokens"), sample
 
 
 def test_plugins_dir_loads_loose_files_and_the_example_plugins(cli):

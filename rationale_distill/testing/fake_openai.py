@@ -36,6 +36,8 @@ class Faults:
     first_429: int = 0  # the first N requests get a 429 (with the Retry-After above), whatever the rates say
     align_s: float = 0.0  # answer at the next multiple of this many seconds: replies arrive in clumps, like a batching server
     ignore_n: bool = False  # answer one choice whatever `n` says (many OpenAI-compatible servers do)
+    usage_one_choice: bool = False  # with n > 1, count completion tokens of the first choice only (llama-server does)
+    blind: bool = False  # the model never sees the prompt (a chat template that drops the user's turn)
     seed: int = 0
 
 
@@ -58,6 +60,9 @@ class FakeOpenAI:
     refuse: Callable[[dict], tuple[int, str, str] | None] | None = None
     models: set[str] | None = None  # None: any model; else unknown models get a 404
     api_key: str | None = None  # when set, requests must carry "Authorization: Bearer <api_key>"
+    # Like llama-server or vLLM serving a model: "gemma" wraps the chat endpoint's messages in Gemma's chat template
+    # before the responder sees them (the text endpoint /v1/completions passes its prompt through untouched).
+    chat_template: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
 
@@ -107,6 +112,7 @@ class FakeOpenAI:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._text)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
@@ -123,17 +129,22 @@ class FakeOpenAI:
 
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in sorted(self.models or [])]})
 
-    async def _chat(self, request):
+    async def _text(self, request):
+        """The text-completions endpoint: the prompt goes to the model as it is; answered in the completions format."""
+        body = await request.json()
+        return await self._chat(request, body=body)
+
+    async def _chat(self, request, body: dict | None = None):
 
         arrived = time.monotonic()
-        body = await request.json()
+        body = body if body is not None else await request.json()
         with self._lock:
             self.requests.append(body)
             roll = self._rng.random()
             number = len(self.requests)
         response = await self._answer(body, request, roll, number)
         with self._lock:
-            messages = body.get("messages") or [{}]
+            messages = body.get("messages") or [{"content": body.get("prompt")}]
             self.log.append((arrived, time.monotonic(), messages[-1].get("content"), body.get("seed"), body.get("n"), response.status))
         return response
 
@@ -146,8 +157,19 @@ class FakeOpenAI:
         model = body.get("model", "")
         if self.models is not None and model not in self.models:
             return self._error(web, 404, "model_not_found", f"The model `{model}` does not exist")
-        if not body.get("messages"):  # as OpenAI answers it (curator probes rate-limit headers this way)
+        text_route = "prompt" in body
+        if text_route:
+            prompt = body["prompt"][0] if isinstance(body["prompt"], list) else body["prompt"]
+            if not isinstance(body.get("logprobs", 0), int) or isinstance(body.get("logprobs"), bool) or "top_logprobs" in body:
+                return self._error(web, 400, "invalid_request_error", "logprobs must be an integer (0-5) on /v1/completions")
+            body = {**body, "messages": [{"role": "user", "content": prompt}]}
+        elif not body.get("messages"):  # as OpenAI answers it (curator probes rate-limit headers this way)
             return self._error(web, 400, "invalid_request_error", "[] is too short - 'messages'")
+        seen = body["messages"]
+        if f.blind:  # what is left of the conversation: the template's own scaffolding
+            seen = [{"role": "user", "content": "<start_of_turn>model\n"}]
+        elif self.chat_template and not text_route:
+            seen = [{"role": "user", "content": gemma_template(body["messages"])}]
         if f.latency:
             await asyncio.sleep(f.latency)
         if f.align_s:
@@ -173,11 +195,23 @@ class FakeOpenAI:
         drip = roll < sum(edges)
 
         n = 1 if f.ignore_n else int(body.get("n") or 1)
-        texts = [self.responder(body, i) for i in range(n)]
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
+        texts, reasons = [], []
+        for i in range(n):
+            text, reason = bounded(self.responder({**body, "messages": seen}, i), body.get("stop"), body.get("max_tokens"))
+            texts.append(text)
+            reasons.append(reason)
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in seen)
         choices = []
         for i, text in enumerate(texts):
-            choice = {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            if text_route:
+                choice = {"index": i, "text": text, "finish_reason": reasons[i], "logprobs": None}
+                if body.get("logprobs"):
+                    tokens = re.findall(r"\s*\S+", text)
+                    choice["logprobs"] = {"tokens": tokens, "token_logprobs": [-0.1] * len(tokens),
+                                          "top_logprobs": [{t: -0.1} for t in tokens], "text_offset": list(range(len(tokens)))}  # fmt: skip
+                choices.append(choice)
+                continue
+            choice = {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reasons[i]}
             if body.get("logprobs"):
                 k = int(body.get("top_logprobs") or 1)
                 tokens = re.findall(r"\s*\S+", text)
@@ -186,12 +220,12 @@ class FakeOpenAI:
                      "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())}] * k}
                     for t in tokens]}  # fmt: skip
             choices.append(choice)
-        completion_tokens = sum(len(t.split()) for t in texts)
+        completion_tokens = sum(len(t.split()) for t in (texts[:1] if f.usage_one_choice else texts))
         with self._lock:
             self.status_counts[200] += 1
             self.served[(body["messages"][-1]["content"], body.get("seed"), int(body.get("n") or 1))] += 1
         payload = {
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{len(self.requests)}", "object": "text_completion" if text_route else "chat.completion", "created": int(time.time()),
             "model": model, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
@@ -212,6 +246,37 @@ class FakeOpenAI:
         with self._lock:
             self.status_counts[status] += 1
         return web.json_response({"error": {"message": message, "type": code, "code": code}}, status=status, headers=headers)
+
+
+def gemma_template(messages: list[dict]) -> str:
+    """Gemma's chat template, as llama-server applies it to /v1/chat/completions."""
+    turns = "".join(f"<start_of_turn>{'model' if m['role'] == 'assistant' else 'user'}\n{m.get('content') or ''}<end_of_turn>\n" for m in messages)
+    return turns + "<start_of_turn>model\n"
+
+
+def bounded(text: str, stop, max_tokens) -> tuple[str, str]:
+    """The text cut at the first stop sequence (finish "stop") or at max_tokens words (finish "length")."""
+    for s in [stop] if isinstance(stop, str) else stop or []:
+        if s and s in text:
+            text = text[: text.index(s)]
+    words = re.findall(r"\s*\S+", text)
+    if max_tokens and len(words) > int(max_tokens):
+        return "".join(words[: int(max_tokens)]), "length"
+    return text, "stop"
+
+
+def base_model_responder(body: dict, choice_index: int) -> str:
+    """A base model continuing its prompt: after a few-shot prompt it answers the last question and then, as base
+    models do, writes the next question and answers that too (unless a stop sequence ends it). Inside a chat
+    template it has never seen, it rambles in a persona with no answer format."""
+    text = body["messages"][-1]["content"]
+    if text.startswith("<start_of_turn>model"):  # nothing but the template's scaffolding: it says hello
+        return "Hello! How can I help you today? Feel free to ask me anything."
+    if "<start_of_turn>" in text:
+        topic = re.findall(r"What is [^?]*\?", text)[-1:] or ["that"]
+        return f"Sure! I'm your friendly assistant. {topic[0]} That's an interesting one, let me think about it with you!"
+    answer = arithmetic_responder(body, choice_index)
+    return f"{answer}\n\nQ: What is 40 + 2?\nA: We compute 40 + 2 = 42. So the answer is 42."
 
 
 def main() -> None:  # pragma: no cover - `python -m rationale_distill.testing.fake_openai` for manual runs
