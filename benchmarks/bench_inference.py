@@ -6,7 +6,8 @@ teacher  Gemma 3 270M with the engineered few-shot chain-of-thought prompt (`loo
          then the answer (greedy, up to 24 new tokens, stops at the end of its answer line)
 student  the distilled student: the same model + LoRA, asked with the label prefix only; it writes the answer
 Both run in this process through the same `transformers` generate loop, on the same held-out questions: latency
-per answer at batch 1, and throughput at batch 16. Results go to benchmarks/results/inference.{json,md}.
+per answer at batch 1 (the mean over 16 questions, with its 95% t-interval), and throughput at batch 16 (three passes
+over all the questions: the median, with the range). Results go to benchmarks/results/inference.{json,md}.
 """
 
 from __future__ import annotations
@@ -41,13 +42,19 @@ def measure(model, tokenizer, prompts: list[str], max_new: int, stop: list[str] 
         started = time.perf_counter()
         run([p])
         single.append(time.perf_counter() - started)
-    started = time.perf_counter()
-    new_tokens = 0
-    for i in range(0, len(prompts), 16):
-        out, width = run(prompts[i : i + 16])
-        new_tokens += int((out[:, width:] != tokenizer.pad_token_id).sum())
-    batched = time.perf_counter() - started
-    return {"latency_s": statistics.mean(single), "throughput_per_s": len(prompts) / batched,
+    passes = []
+    for _ in range(3):
+        started = time.perf_counter()
+        new_tokens = 0
+        for i in range(0, len(prompts), 16):
+            out, width = run(prompts[i : i + 16])
+            new_tokens += int((out[:, width:] != tokenizer.pad_token_id).sum())
+        passes.append(len(prompts) / (time.perf_counter() - started))
+    from rationale_distill.stats import mean_interval
+
+    _, low, high = mean_interval(single)
+    return {"latency_s": statistics.mean(single), "latency_ci95": [low, high], "latency_samples": single,
+            "throughput_per_s": statistics.median(passes), "throughput_range": [min(passes), max(passes)],
             "prompt_tokens": statistics.mean(len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts),
             "new_tokens_per_answer": new_tokens / len(prompts)}  # fmt: skip
 
@@ -90,10 +97,13 @@ def main() -> None:
 
     speedup = teacher["latency_s"] / student["latency_s"]
     throughput = student["throughput_per_s"] / teacher["throughput_per_s"]
-    lines = ["| | latency per answer (s, batch 1) | answers/s (batch 16) | prompt tokens | new tokens per answer |", "|---|---|---|---|---|"]
+    lines = ["| | latency per answer (s, batch 1; mean [95% CI]) | answers/s (batch 16; median [range] of 3) | prompt tokens | new tokens per answer |",
+             "|---|---|---|---|---|"]  # fmt: skip
     for name, r in (("teacher (prompted)", teacher), ("student (distilled)", student)):
-        lines.append(f"| {name} | {r['latency_s']:.3f} | {r['throughput_per_s']:.2f} | {r['prompt_tokens']:.0f} | {r['new_tokens_per_answer']:.1f} |")
-    lines += ["", f"student vs teacher: {speedup:.1f}x lower latency, {throughput:.1f}x the throughput ({args.n} held-out questions, {os.cpu_count()} CPU cores)"]
+        (lo, hi), (tlo, thi) = r["latency_ci95"], r["throughput_range"]
+        lines.append(f"| {name} | {r['latency_s']:.3f} [{lo:.3f}-{hi:.3f}] | {r['throughput_per_s']:.2f} [{tlo:.2f}-{thi:.2f}] | "
+                     f"{r['prompt_tokens']:.0f} | {r['new_tokens_per_answer']:.1f} |")  # fmt: skip
+    lines += ["", f"student vs teacher: {speedup:.1f}x lower latency, {throughput:.1f}x the throughput ({args.n} held-out questions, 16 timed one at a time, {os.cpu_count()} CPU cores, one run)"]
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)

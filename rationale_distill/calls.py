@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from .errors import GenerationError, Interrupted, TeacherError
 from .limits import Budget, RateLimiter, retry_delay
 from .store import Store, call_key
-from .teachers import Completion, Request, Teacher
+from .teachers import Completion, LiteLLMTeacher, Request, Teacher
 
 STOP_KINDS = {"auth", "not_found"}  # the same for every call: stop at once, nothing is retried
 CONNECTION_STOP_AFTER = 3  # connection refusals before any success that end the run
@@ -33,45 +33,67 @@ CONNECTION_STOP_AFTER = 3  # connection refusals before any success that end the
 
 class PromptCheck:
     """Is the server seeing the prompt? A chat template that drops the user's turn, or a proxy that loses the body,
-    answers every input alike. From each teacher's first ``SAMPLE`` fresh answers to different prompts: the same
-    text for all of them, or a reported prompt-token count far below the prompt's own size, stops the run, and those
-    answers are taken out of the cache (they are not answers to the prompts), so a re-run after the fix asks again."""
+    answers every input alike. From each teacher's first ``SAMPLE`` fresh replies to different prompts: the same reply
+    to all of them with no answer in it, or a reported prompt-token count far below the prompt's own size, stops the
+    run, and those replies are taken out of the cache (they answer no prompt), so a re-run after the fix asks again.
+    The same reply *with* an answer (a terse classifier may well say "So the answer is billing." four times) is only
+    noted."""
 
     SAMPLE = 4
-    MIN_TEXT = 20  # shorter answers ("blue", "4") may well be the same for different inputs
+    MIN_TEXT = 20  # shorter replies ("blue", "4") may well be the same for different inputs
     MIN_TOKEN_RATIO = 0.25  # reported prompt tokens / the prompt's estimated tokens
 
     def __init__(self):
         self.seen: dict[str, dict[str, tuple]] = {}  # teacher -> prompt -> (text, reported, estimated, key)
         self.done: set[str] = set()
         self.tripped: set[str] = set()  # teachers found not to see the prompt
+        self.notes: list[str] = []
 
     def add(self, teacher: Teacher, request: Request, entry: dict) -> str | None:
+        """Why the run must stop, once the sample is complete; else None. Only for servers reached over HTTP through
+        LiteLLM: a model in this process (local/, a plugin's provider) or a plugin teacher has no template to lose."""
         name = teacher.name
-        if name in self.done:
+        if name in self.done or not isinstance(teacher, LiteLLMTeacher) or teacher.queues_locally:
             return None
         prompt = json.dumps(request.messages, sort_keys=True)
         seen = self.seen.setdefault(name, {})
         if prompt in seen or not entry.get("choices"):
             return None
         reported = (entry.get("usage") or {}).get("prompt_tokens") or 0
-        seen[prompt] = ((entry["choices"][0].get("text") or "").strip(), reported, teacher.count_tokens(request.messages), entry["key"])
+        replies = tuple((c.get("text") or "").strip() for c in entry["choices"])
+        seen[prompt] = (replies, reported, teacher.count_tokens(request.messages), entry["key"])
         if len(seen) < self.SAMPLE:
             return None
         self.done.add(name)
-        texts = {text for text, *_ in seen.values()}
-        if len(texts) == 1 and len(next(iter(texts))) >= self.MIN_TEXT:
-            return (f"{name} gave the same reply to {len(seen)} different prompts ({next(iter(texts))[:60]!r}): the server "
-                    "is not seeing the prompt (a chat template that drops the user's turn? a base model behind a chat "
-                    "endpoint?); check the server's template, or use a format: text prompt for a base model")  # fmt: skip
         if all(0 < reported < self.MIN_TOKEN_RATIO * estimated for _, reported, estimated, _ in seen.values()):
             r, e = next((r, e) for _, r, e, _ in seen.values())
             return (f"{name} reports {r} prompt tokens for a prompt of about {e}: the server is not seeing the whole "
                     "prompt (its chat template drops part of it?); check the server's chat template")  # fmt: skip
+        texts = {replies for replies, *_ in seen.values()}
+        replies = next(iter(texts))
+        text = replies[0] if replies else ""
+        if len(texts) == 1 and len(text) >= self.MIN_TEXT:
+            if not any(_has_answer(t) for t in replies):
+                return (f"{name} gave the same reply to {len(seen)} different prompts ({text[:60]!r}), with no answer in "
+                        "it: the server is not seeing the prompt (a chat template that drops the user's turn? a base "
+                        "model behind a chat endpoint?); check the server's template, or use a format: text prompt for "
+                        "a base model")  # fmt: skip
+            self.notes.append(f"{name} gave the same reply to its first {len(seen)} different prompts ({text[:60]!r}): "
+                              "check that the server sees the prompt")  # fmt: skip
         return None
 
     def keys(self, name: str) -> list[str]:
         return [key for *_, key in self.seen.get(name, {}).values()]
+
+
+def _has_answer(text: str) -> bool:
+    from .parsing import ParseFailure, find_answer
+
+    try:
+        find_answer(text, None, "text")
+        return True
+    except ParseFailure:
+        return False
 
 
 def plausible_usage(teacher: Teacher, request: Request, completion: Completion) -> str | None:
@@ -219,6 +241,8 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
                 stats.cost += completion.cost or 0.0
                 budget.add(completion.cost)
                 blind = check.add(teacher, request, entry)
+                while check.notes:
+                    stats.notes.append(check.notes.pop())
                 if teacher.name in check.tripped:  # landed after the stop: no answer either
                     store.revoke([key])
                     return {"ok": False, "error": "skipped: the run stopped", "kind": "stopped"}

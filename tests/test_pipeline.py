@@ -57,7 +57,7 @@ def test_run_config_errors_name_the_file_and_setting(tmp_path, cli):
     assert "unknown section 'stages'" in cli("run", cfg)[2]
 
 
-@pytest.mark.parametrize("name", ["demo", "openai", "anthropic", "ollama", "vllm"])
+@pytest.mark.parametrize("name", ["demo", "openai", "anthropic", "ollama", "vllm", "llama_cpp"])
 def test_example_configs_are_valid(name):
     run = load_run_config(ROOT / "examples" / f"{name}.yaml")
     gen, bld, trn = stage_configs(run)

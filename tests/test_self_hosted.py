@@ -148,7 +148,7 @@ def test_a_server_that_does_not_see_the_prompt_stops_the_run_and_its_replies_lea
     prompt = tmp_path / "chat.yaml"
     prompt.write_text(BASE_PROMPT.replace("format: text\n", ""))
     kw = {"cache_dir": str(tmp_path / "c"), "concurrency": 2}
-    with pytest.raises(GenerationError, match=r"gave the same reply to 4 different prompts \(.*\): the server is not seeing the prompt.*taken out of the cache"):
+    with pytest.raises(GenerationError, match=r"reports 1 prompt tokens for a prompt of about \d+: the server is not seeing the whole prompt.*taken out of the cache"):
         run(blind, data, prompt, **kw)
     sent = len(blind.requests)
     assert sent < 10
@@ -179,3 +179,23 @@ def test_usage_counted_for_one_choice_is_recounted_from_the_texts(make_server, t
     assert any("reported" in n and "counted from the texts" in n for n in result.stats.notes)
     usage = result.records[0].samples[0].usage
     assert usage["completion_tokens_reported"] < usage["completion_tokens"]
+
+
+def test_the_same_reply_with_an_answer_is_only_noted(make_server, tmp_path):
+    """A terse classifier may well answer four different inputs alike: that is noted, never stopped."""
+    terse = make_server(responder=lambda body, i: "The customer wants money back. So the answer is billing.")
+    data = write_problems(tmp_path / "p.jsonl", n=6)
+    result = rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=terse.base_url, input_field="question",
+                                           cache_dir=str(tmp_path / "c")))  # fmt: skip
+    assert len(result.records) == 6 and result.stats.made == len(terse.requests)
+    assert any("gave the same reply to its first 4 different prompts" in n for n in result.stats.notes)
+
+
+def test_the_same_reply_with_no_answer_to_different_prompts_stops_the_run(make_server, tmp_path):
+    """The prompt-token count looks right (a base model behind a chat template sees the text, then says hello)."""
+    hello = make_server(responder=lambda body, i: "Hello! How can I help you today? Feel free to ask me anything.")
+    data = write_problems(tmp_path / "p.jsonl", n=12)
+    with pytest.raises(GenerationError, match=r"gave the same reply to 4 different prompts \('Hello!.*\), with no answer in it"):
+        rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=hello.base_url, input_field="question",
+                                      cache_dir=str(tmp_path / "c"), concurrency=1))  # fmt: skip
+    assert len(hello.requests) == 4
