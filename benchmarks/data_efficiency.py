@@ -3,6 +3,7 @@
     python benchmarks/data_efficiency.py --seeds 3          # about 20 minutes per seed on 2 CPU cores
     python benchmarks/data_efficiency.py --plot-only        # redraw from what is done
     python benchmarks/data_efficiency.py --lambdas 0,0.25,4 --fractions 0.125,0.25   # the lambda sweep (multi-task)
+    python benchmarks/data_efficiency.py --faithful --fractions 0.25,0.5   # multi-task with the grounded filter
 
 Teacher: the demo's prompted Gemma 3 270M, 4 samples per question over all 200 training questions (cached: a
 re-run makes no teacher call). Students: Gemma 3 270M + LoRA trained with label-only (standard distillation),
@@ -12,7 +13,10 @@ seed), same hyper-parameters, then scored on the 100 held-out questions. Each fi
 benchmarks/results/data_efficiency.jsonl and skipped on a re-run, so the experiment resumes after an interruption.
 The lambda sweep trains multi-task students with other weights on the rationale loss (L = L_label + lambda *
 L_rationale; lambda = 0 keeps the [label]/[rationale] rows and their prefixes but learns nothing from rationales, a
-control for the prefixes and the doubled row count) into data_efficiency_lambda.{jsonl,md}.
+control for the prefixes and the doubled row count) into data_efficiency_lambda.{jsonl,md}. --faithful trains
+multi-task students on the same subsets built with the `grounded` filter too (a rationale must state facts from the
+question and name whom it asks about; the answer filter alone keeps right answers for the wrong reason) into
+data_efficiency_faithful.{jsonl,md}.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "data_efficiency.jsonl"
 LAMBDA_RUNS = RESULTS / "data_efficiency_lambda.jsonl"
 TEACHER = RESULTS / "data_efficiency_teacher.json"
+FAITHFUL_RUNS = RESULTS / "data_efficiency_faithful.jsonl"
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 METHODS = {"label-only": "label-only", "single-task": "single-task", "multi-task": "rationale"}
 
@@ -71,12 +76,13 @@ def subset(records_path: Path, fraction: float, seed: int, work: Path) -> Path:
     return path
 
 
-def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path, rationale_weight: float = 1.0) -> dict:
+def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path, rationale_weight: float = 1.0,
+            filters: list[str] | None = None) -> dict:  # fmt: skip
     import rationale_distill as rd
 
     sub = subset(records, fraction, seed, work)
-    data = work / f"data-{method}-{fraction}-{seed}"
-    _, report = rd.build(str(sub), rd.BuildConfig(records=str(sub), out=str(data), mode=METHODS[method],
+    data = work / f"data-{method}-{fraction}-{seed}-{'+'.join(filters or ['default'])}"
+    _, report = rd.build(str(sub), rd.BuildConfig(records=str(sub), out=str(data), mode=METHODS[method], filters=filters,
                                                    validation_fraction=0.0, test_fraction=0.0, seed=seed))  # fmt: skip
     student = work / f"student-{method}-{fraction}-{seed}"
     rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=2, batch_size=8,
@@ -84,8 +90,12 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
                             rationale_weight=rationale_weight))  # fmt: skip
     evaluation = rd.evaluate(rd.EvalConfig(student=str(student), data=test_data, label_field="answer", latency_samples=1))
     shutil.rmtree(student, ignore_errors=True)
-    return {"method": method, "fraction": fraction, "seed": seed, "examples": report["examples_kept"],
-            "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"]}  # fmt: skip
+    result = {"method": method, "fraction": fraction, "seed": seed, "examples": report["examples_kept"],
+              "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"]}  # fmt: skip
+    if filters:
+        result["filters"] = filters
+        result["dropped"] = {k: v for k, v in report["filters"].items() if k not in ("kept", "extra-rationale")}
+    return result
 
 
 def teacher_accuracy(path: Path) -> dict:
@@ -186,6 +196,28 @@ def lambda_table() -> None:
     print(table)
 
 
+def faithful_table() -> None:
+    """multi-task with the answer filters only (the main runs) vs with the grounded filter, same subsets and seeds."""
+    runs, main_runs = read_runs(FAITHFUL_RUNS), read_runs(RUNS)
+    fractions = sorted({r["fraction"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    rows = [("multi-task, answer filters (parsed, agrees, ...)", [r for r in main_runs if r["method"] == "multi-task" and r["seed"] in seeds]),
+            ("multi-task, + grounded", runs)]  # fmt: skip
+    lines = ["| student | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " | examples kept (mean) |", "|---|" + "---|" * (len(fractions) + 1)]
+    for name, pool in rows:
+        cells = [cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions]
+        kept = [r["examples"] for r in pool if r["fraction"] in fractions]
+        lines.append(f"| {name} | " + " | ".join(cells) + (f" | {statistics.mean(kept):.1f} |" if kept else " | - |"))
+    dropped = sum(r.get("dropped", {}).get("grounded", 0) for r in runs)
+    table = "\n".join(lines)
+    cmd = f"python benchmarks/data_efficiency.py --faithful --fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"
+    (RESULTS / "data_efficiency_faithful.md").write_text(
+        f"# Faithful rationales (multi-task, test accuracy %: mean ± std [95% t-interval of the mean] over seeds {seeds}; "
+        f"{os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n\nThe grounded filter dropped {dropped} samples over these runs "
+        "(right answer, rationale about someone else or not from the question).\n")
+    print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -193,6 +225,7 @@ def main() -> None:
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--lambdas", help="comma-separated rationale weights: run the lambda sweep (multi-task only)")
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="comma-separated data fractions")
+    parser.add_argument("--faithful", action="store_true", help="multi-task with the grounded filter, against the main multi-task runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(exist_ok=True)
@@ -202,14 +235,22 @@ def main() -> None:
         plot(json.loads(TEACHER.read_text()) if TEACHER.is_file() else teacher_accuracy(teacher_test_records(work)))
         if LAMBDA_RUNS.is_file():
             lambda_table()
+        if FAITHFUL_RUNS.is_file():
+            faithful_table()
         return
     records, test_records = teacher_records(work)
+    if not TEACHER.is_file():
+        teacher_accuracy(test_records)
     from rationale_distill.pipeline import demo_config
 
     test_data = demo_config().test_data
     fractions = [float(x) for x in args.fractions.split(",")]
     # One grid either way: the methods (lambda None: the default weight), or multi-task at each swept lambda.
-    if args.lambdas:
+    filters = None
+    if args.faithful:
+        variants, path, filters = [("multi-task", None)], FAITHFUL_RUNS, ["parsed", "agrees", "grounded", "rationale-length", "dedup"]
+        report = faithful_table
+    elif args.lambdas:
         variants, path = [("multi-task", float(x)) for x in args.lambdas.split(",")], LAMBDA_RUNS
         report = lambda_table
     else:
@@ -221,7 +262,7 @@ def main() -> None:
             for method, lam in variants:
                 if (method, lam, fraction, seed) in done:
                     continue
-                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=1.0 if lam is None else lam)
+                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=1.0 if lam is None else lam, filters=filters)
                 if lam is not None:
                     result["lambda"] = lam
                 print(json.dumps(result), flush=True)

@@ -45,6 +45,10 @@ class BuildConfig:
     min_rationale_chars: int = option(1, help="rationale-length filter: fewest characters", ge=0)
     max_rationale_chars: int = option(4000, help="rationale-length filter: most characters", ge=1)
     near_duplicate: float = option(0.9, help="dedup filter: token Jaccard similarity at which two rationales are near duplicates", gt=0, le=1)
+    grounding: float = option(0.5, help="grounded filter: the least share of each rationale sentence's content words found in the input", ge=0, le=1)
+    judge: str | None = option(None, help="judge filter: the LiteLLM model asked whether each rationale supports its answer (e.g. openai/gpt-4o-mini)")
+    judge_api_base: str | None = option(None, help="judge filter: the judge's base URL (a self-hosted server)")
+    cache_dir: str | None = option(None, help="judge filter: cache and journal folder (default: as for generate)")
     label_prefix: str = option("[label] ", help="rationale mode: prefix of label rows")
     rationale_prefix: str = option("[rationale] ", help="rationale mode: prefix of rationale rows")
     answer_marker: str = option("So the answer is", help="single-task mode: the words between rationale and answer")
@@ -116,6 +120,7 @@ def build(records: list[TeacherRecord] | str, config: BuildConfig | None = None,
         raise UsageError(f"{config.records}: no usable samples: every example was dropped ({summary_of(counts)}); "
                          f"see the rejects{where}, or loosen the filters")  # fmt: skip
     report = make_report(config, records, rows, rejects, counts, kept_samples)
+    report["filter_details"] = {name: check.summary for name, check in checks if getattr(check, "summary", None)}
     report["test"] = dict(held_out)
     report["duplicate_inputs"] = duplicate_inputs(records)
     dataset = to_dataset(rows, config)
@@ -140,14 +145,16 @@ def make_filters(plugins, config: BuildConfig, records) -> list[tuple[str, objec
     if names is None:
         names = ["parsed", "agrees", "dedup"] if config.mode in ("context", "label-only") else ["parsed", "agrees", "rationale-length", "dedup"]
     names = [n for n in names if n != "none"]
-    options = {"min_chars": config.min_rationale_chars, "max_chars": config.max_rationale_chars, "near": config.near_duplicate}
+    options = {"min_chars": config.min_rationale_chars, "max_chars": config.max_rationale_chars, "near": config.near_duplicate,
+               "grounding": config.grounding, "judge_model": config.judge, "judge_api_base": config.judge_api_base,
+               "records": records, "build_config": config}  # fmt: skip
     checks = []
     for name in names:
         if name not in plugins.filters:
             raise PluginError(f"--filter {name!r}: unknown filter (known: {', '.join(plugins.filters.names())})")
         factory = plugins.filters.get(name)
         try:
-            checks.append((name, factory(**options)))
+            checks.append((name, factory(**options, before=list(checks))))  # before: the filters that run first
         except TypeError as exc:
             raise PluginError(f"--filter {name!r}: {exc}") from None
     return checks
@@ -273,7 +280,7 @@ def make_report(config, records, rows, rejects, counts, kept) -> dict:
     labels = Counter(r["completion"] for r in rows if r["task"] in ("label", "context") and r["split"] != "test")
     prompts = {(r.prompt.get("name"), r.prompt.get("sha256")) for r in records}
     return {
-        "config": {k: v for k, v in to_dict(config).items() if k != "out"},  # where it lies is not provenance
+        "config": {k: v for k, v in to_dict(config).items() if k not in ("out", "cache_dir")},  # where it lies is not provenance
         "examples": len(records),
         "examples_kept": len({r["id"] for r in rows if r["split"] != "test"}),
         "rows": dict(Counter(r["split"] for r in rows)),
@@ -336,7 +343,8 @@ def card(report: dict) -> str:
         "data's own label (null where there is none: scores against the teacher's vote are agreement, not accuracy); "
         f"`teacher` is the teacher's vote on the same input. Duplicate inputs: {report.get('duplicate_inputs', 0)}.", "",
         "| task | rows |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(report["rows_by_task"].items())], "",
-        "| decision | count |", "|---|---|", *[f"| {k} | {v} |" for k, v in report["filters"].items()], "",
+        "| decision | count |", "|---|---|", *[f"| {k if k in ('kept', 'extra-rationale') else f'dropped by {k}'} | {v} |" for k, v in report["filters"].items()], "",
+        *[f"- Filter `{name}`: {json.dumps(d, sort_keys=True)}" for name, d in report.get("filter_details", {}).items()], "",
         "## Labels", "", "| label | rows |", "|---|---|", *[f"| {k.strip()} | {v} |" for k, v in report["label_distribution"].items()], "",
         "## Rationale length (words)", "",
         " ".join(f"{k} {v}" for k, v in report["rationale_words"].items()) or "no rationales", "",

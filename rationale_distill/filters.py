@@ -110,5 +110,72 @@ def leak(min_chars: int = 1, **_):
     return check
 
 
-BUILTIN = {"parsed": parsed, "agrees": agrees, "rationale-length": rationale_length, "dedup": dedup, "leak": leak}
+# words that carry no fact: a rationale may use them freely
+_GLUE = set("""a an the is are was were be been being has have had do does did of to in on at by for with from as and or
+but so then than that this these those it its it's he she they them their his her we you i which who whom whose what
+when where why how there here not no yes all each every one some any more most less also just only very copy clause
+answer question asks asked color colour because since therefore thus hence""".split())  # fmt: skip
+
+
+def _question_entities(text: str) -> list[str]:
+    """Names the question asks about: capitalised words of its last question, not its first word ("What color is
+    Eva's kite?" -> ["Eva"])."""
+    questions = re.findall(r"[^.?!\n]*\?", text)
+    if not questions:
+        return []
+    words = re.findall(r"[A-Za-z][\w'’]*", questions[-1])
+    return [re.sub(r"['’]s$", "", w) for w in words[1:] if w[0].isupper()]
+
+
+def grounded(grounding: float = 0.5, **_):
+    """A faithful rationale, checked against the input it explains (the bare input, not the demos):
+    - every sentence it states has at least ``grounding`` of its content words (numbers included; the answer and
+      glue words excepted) in the input: a sentence about other people, objects or numbers is not grounded;
+    - it names what the question asks about (the capitalised names of the input's last question).
+    Right answer, wrong reason ("Ivy has a blue pen." for a question about Eva's kite) is dropped. For tasks whose
+    rationales derive new facts (arithmetic: "3 * 4 = 12"), keep ``grounding`` at 0.5 or below."""
+
+    def check(c: Candidate, ctx: Context) -> str | None:
+        source = _tokens(c.record.input)
+        rationale = (c.sample.rationale or "").strip()
+        if not rationale:
+            return "no rationale to ground"
+        answer = _tokens(c.sample.raw_answer or "") | _tokens(ctx.target or "")
+        for name in _question_entities(c.record.input):
+            if name.lower() not in _tokens(rationale):
+                return f"the rationale does not mention {name}, whom the question asks about"
+        for sentence in re.split(r"(?<=[.!?])\s+", rationale):
+            words = [w for w in re.findall(r"\w+", sentence.lower()) if w not in _GLUE and w not in answer]
+            if not words:
+                continue
+            found = sum(w in source for w in words) / len(words)
+            if found < grounding:
+                missing = [w for w in words if w not in source][:4]
+                return f"{100 * found:.0f}% of the sentence {sentence[:60]!r} is in the input (needs {100 * grounding:.0f}%; not there: {', '.join(missing)})"
+        return None
+
+    return check
+
+
+def judge(judge_model: str | None = None, judge_api_base: str | None = None, records=(), build_config=None, before=(), **_):
+    """Ask a teacher (any LiteLLM model) whether each rationale supports its answer; "no" drops it. Only samples the
+    filters before it keep are asked about (put it last: it is the one that costs). The questions go through the
+    generation stage's loop: cached and journaled (a re-build pays nothing), retried, costed."""
+    from .judging import ask_judge
+
+    if not judge_model:
+        from .errors import UsageError
+
+        raise UsageError("--filter judge needs --judge MODEL (a LiteLLM model string, e.g. openai/gpt-4o-mini)")
+    verdicts, summary = ask_judge(judge_model, judge_api_base, records, build_config, before)
+
+    def check(c: Candidate, ctx: Context) -> str | None:
+        return verdicts.get((c.record.id, c.sample.teacher, c.sample.index), "the judge was not asked about this sample")
+
+    check.summary = summary
+    return check
+
+
+BUILTIN = {"parsed": parsed, "agrees": agrees, "rationale-length": rationale_length, "dedup": dedup, "leak": leak,
+           "grounded": grounded, "judge": judge}  # fmt: skip
 DEFAULT = ("parsed", "agrees", "rationale-length", "dedup")

@@ -58,7 +58,10 @@ def register_filters(register):
     """Register record filters: ``register(name, filter_factory)``.
 
     ``filter_factory(**options)`` returns ``f(candidate, context) -> str | None`` (None keeps the candidate,
-    a string is the reason it was dropped)."""
+    a string is the reason it was dropped). The options are the build's settings (``min_chars``, ``max_chars``,
+    ``near``, ``grounding``, ``judge_model``, ``judge_api_base``), ``records`` (all of them, for a filter that
+    prepares work up front), ``build_config`` and ``before`` (the ``(name, f)`` filters that run first); take
+    ``**_`` for the rest. A returned ``f`` with a ``summary`` dict attribute has it written to the dataset card."""
 
 
 # --- stage 3: students ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from conftest import write_problems
 
 import rationale_distill as rd
-from rationale_distill.errors import GenerationError, UsageError
+from rationale_distill.errors import GenerationError
 from rationale_distill.prompts import load_prompt
 from rationale_distill.testing.fake_openai import Faults, base_model_responder
 

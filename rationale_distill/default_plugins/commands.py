@@ -107,6 +107,9 @@ def run_build(args, plugins) -> int:
             *[(f"rows: {k}", v) for k, v in sorted(report["rows"].items())],
             *[(f"rows: task {k}", v) for k, v in sorted(report["rows_by_task"].items())],
             *[(f"dropped by {k}" if k not in ("kept", "extra-rationale") else k, v) for k, v in report["filters"].items()],
+            *[(f"filter {name}", ", ".join(f"{k} {v}" for k, v in d.items() if not isinstance(v, dict))
+               + "".join(f"; {k}: " + ", ".join(f"{a} {b}" for a, b in v.items()) for k, v in d.items() if isinstance(v, dict)))
+              for name, d in report.get("filter_details", {}).items()],
             ("dataset", config.out)]  # fmt: skip
     console().print(table("Build summary", rows))
     return 0

@@ -10,7 +10,7 @@ def litellm_teacher(model=None, **options):
 
 
 def dspy_teacher(model=None, **options):
-    from ..teachers import DSPyTeacher
+    from ..dspy_teacher import DSPyTeacher
 
     return DSPyTeacher(model, **options)
 
