@@ -320,6 +320,14 @@ def heldout_summary(report: dict) -> str:
     return f"{t['examples']} examples, {t.get('with gold', 0)} with a gold label{right}"
 
 
+TALLIES = {"kept": "samples kept", "extra-rationale": "extra rationales kept (--rationales all)",
+           "examples-dropped": "examples with no sample left"}  # counts that are not a filter's drops
+
+
+def decision(key: str) -> str:
+    return TALLIES.get(key, f"dropped by {key}")
+
+
 def card(report: dict) -> str:
     c = report["config"]
     lines = [
@@ -343,7 +351,7 @@ def card(report: dict) -> str:
         "data's own label (null where there is none: scores against the teacher's vote are agreement, not accuracy); "
         f"`teacher` is the teacher's vote on the same input. Duplicate inputs: {report.get('duplicate_inputs', 0)}.", "",
         "| task | rows |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(report["rows_by_task"].items())], "",
-        "| decision | count |", "|---|---|", *[f"| {k if k in ('kept', 'extra-rationale') else f'dropped by {k}'} | {v} |" for k, v in report["filters"].items()], "",
+        "| decision | count |", "|---|---|", *[f"| {decision(k)} | {v} |" for k, v in report["filters"].items()], "",
         *[f"- Filter `{name}`: {json.dumps(d, sort_keys=True)}" for name, d in report.get("filter_details", {}).items()], "",
         "## Labels", "", "| label | rows |", "|---|---|", *[f"| {k.strip()} | {v} |" for k, v in report["label_distribution"].items()], "",
         "## Rationale length (words)", "",

@@ -97,7 +97,7 @@ def configure_build(parser):
 
 
 def run_build(args, plugins) -> int:
-    from ..dataset import BuildConfig, build
+    from ..dataset import BuildConfig, build, decision
 
     config = stage_config(BuildConfig, args)
     if not config.out:
@@ -106,7 +106,7 @@ def run_build(args, plugins) -> int:
     rows = [("examples kept", f"{report['examples_kept']} of {report['examples']}"),
             *[(f"rows: {k}", v) for k, v in sorted(report["rows"].items())],
             *[(f"rows: task {k}", v) for k, v in sorted(report["rows_by_task"].items())],
-            *[(f"dropped by {k}" if k not in ("kept", "extra-rationale") else k, v) for k, v in report["filters"].items()],
+            *[(decision(k), v) for k, v in report["filters"].items()],
             *[(f"filter {name}", ", ".join(f"{k} {v}" for k, v in d.items() if not isinstance(v, dict))
                + "".join(f"; {k}: " + ", ".join(f"{a} {b}" for a, b in v.items()) for k, v in d.items() if isinstance(v, dict)))
               for name, d in report.get("filter_details", {}).items()],
