@@ -72,7 +72,7 @@ def test_rejects_file_names_filter_and_reason(records, tmp_path):
     assert re.match(r"answer '\d+' disagrees with '\d+'", reasons["agrees"])
     assert all(r["text"] for r in rejects if r["filter"] in ("parsed", "agrees"))  # the raw text is kept
     card = (tmp_path / "d" / "README.md").read_text()
-    assert "| parsed |" in card and "| agrees |" in card and "sha256" in card and "openai/fake" in card
+    assert "| dropped by parsed |" in card and "| dropped by agrees |" in card and "sha256" in card and "openai/fake" in card
 
 
 def test_vote_label_source_and_min_agreement(records):
