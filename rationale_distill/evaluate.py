@@ -268,7 +268,9 @@ def teacher_timing(config: EvalConfig, records: list[TeacherRecord]) -> dict:
 
     plugins = load_plugins()
     install_providers(plugins)
-    name = next(s.teacher for r in records for s in r.samples)
+    name = next((s.teacher for r in records for s in r.samples), None)  # with several teachers: the first one
+    if name is None:
+        return {}
     teacher = resolve_teacher(plugins, name, SimpleNamespace(api_base=config.teacher_api_base, price=None, api_key_env=None))
     here = bool(getattr(teacher, "queues_locally", False))
     if config.teacher_latency == "auto" and not here:
@@ -290,7 +292,7 @@ def teacher_timing(config: EvalConfig, records: list[TeacherRecord]) -> dict:
         raise UsageError(f"--teacher-latency {config.teacher_latency}: asking the teacher {name} failed ({exc}); pass "
                          "--teacher-api-base if it is served, or --teacher-latency records") from None  # fmt: skip
     latency = statistics.mean(seconds)
-    out = {"latency_s": round(latency, 4), "latency_measured": len(seconds),
+    out = {"latency_s": round(latency, 4), "latency_measured": len(seconds), "latency_teacher": name,
            "latency_basis": f"measured: {len(seconds)} answers asked one at a time (n=1) at eval, as the student was timed"}  # fmt: skip
     if here:
         out["cost_per_1k_usd"] = round(latency * 1000 * config.serve_usd_per_hour / 3600, 6)
