@@ -3,7 +3,7 @@
     python benchmarks/data_efficiency.py --seeds 3          # about 20 minutes per seed on 2 CPU cores
     python benchmarks/data_efficiency.py --plot-only        # redraw from what is done
     python benchmarks/data_efficiency.py --lambdas 0,0.25,4 --fractions 0.125,0.25   # the lambda sweep (multi-task)
-    python benchmarks/data_efficiency.py --faithful --fractions 0.25,0.5   # multi-task with the grounded filter
+    python benchmarks/data_efficiency.py --faithful --fractions 0.25 --seeds 3   # multi-task with and without the grounded filter
 
 Teacher: the demo's prompted Gemma 3 270M, 4 samples per question over all 200 training questions (cached: a
 re-run makes no teacher call). Students: Gemma 3 270M + LoRA trained with label-only (standard distillation),
@@ -36,6 +36,7 @@ RUNS = RESULTS / "data_efficiency.jsonl"
 LAMBDA_RUNS = RESULTS / "data_efficiency_lambda.jsonl"
 TEACHER = RESULTS / "data_efficiency_teacher.json"
 FAITHFUL_RUNS = RESULTS / "data_efficiency_faithful.jsonl"
+ANSWER_FILTERS = ["parsed", "agrees", "rationale-length", "dedup"]  # the build's defaults in rationale mode
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 METHODS = {"label-only": "label-only", "single-task": "single-task", "multi-task": "rationale"}
 
@@ -197,24 +198,24 @@ def lambda_table() -> None:
 
 
 def faithful_table() -> None:
-    """multi-task with the answer filters only (the main runs) vs with the grounded filter, same subsets and seeds."""
-    runs, main_runs = read_runs(FAITHFUL_RUNS), read_runs(RUNS)
+    """multi-task students on the same subsets, built with the answer filters only or with the grounded filter too."""
+    runs = read_runs(FAITHFUL_RUNS)
     fractions = sorted({r["fraction"] for r in runs})
     seeds = sorted({r["seed"] for r in runs})
-    rows = [("multi-task, answer filters (parsed, agrees, ...)", [r for r in main_runs if r["method"] == "multi-task" and r["seed"] in seeds]),
-            ("multi-task, + grounded", runs)]  # fmt: skip
+    arms = (("answer", "multi-task, answer filters (parsed, agrees, rationale-length, dedup)"), ("grounded", "multi-task, + grounded"))
     lines = ["| student | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " | examples kept (mean) |", "|---|" + "---|" * (len(fractions) + 1)]
-    for name, pool in rows:
+    for arm, name in arms:
+        pool = [r for r in runs if r.get("arm") == arm]
         cells = [cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions]
-        kept = [r["examples"] for r in pool if r["fraction"] in fractions]
+        kept = [r["examples"] for r in pool]
         lines.append(f"| {name} | " + " | ".join(cells) + (f" | {statistics.mean(kept):.1f} |" if kept else " | - |"))
     dropped = sum(r.get("dropped", {}).get("grounded", 0) for r in runs)
     table = "\n".join(lines)
     cmd = f"python benchmarks/data_efficiency.py --faithful --fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"
     (RESULTS / "data_efficiency_faithful.md").write_text(
-        f"# Faithful rationales (multi-task, test accuracy %: mean ± std [95% t-interval of the mean] over seeds {seeds}; "
-        f"{os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n\nThe grounded filter dropped {dropped} samples over these runs "
-        "(right answer, rationale about someone else or not from the question).\n")
+        f"# Faithful rationales (multi-task, test accuracy % on the 100 held-out questions: mean ± std [95% t-interval of "
+        f"the mean] over seeds {seeds}; {os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n\nThe grounded filter dropped "
+        f"{dropped} samples over these runs (right answer, but a rationale about someone else or not from the question).\n")
     print(table)
 
 
@@ -246,9 +247,10 @@ def main() -> None:
     test_data = demo_config().test_data
     fractions = [float(x) for x in args.fractions.split(",")]
     # One grid either way: the methods (lambda None: the default weight), or multi-task at each swept lambda.
-    filters = None
-    if args.faithful:
-        variants, path, filters = [("multi-task", None)], FAITHFUL_RUNS, ["parsed", "agrees", "grounded", "rationale-length", "dedup"]
+    variant_filters = {}
+    if args.faithful:  # both arms in this run, interleaved: the same code, subsets and seeds
+        variants, path = [("multi-task", "answer"), ("multi-task", "grounded")], FAITHFUL_RUNS
+        variant_filters = {"answer": ANSWER_FILTERS, "grounded": ANSWER_FILTERS[:2] + ["grounded"] + ANSWER_FILTERS[2:]}
         report = faithful_table
     elif args.lambdas:
         variants, path = [("multi-task", float(x)) for x in args.lambdas.split(",")], LAMBDA_RUNS
@@ -256,14 +258,18 @@ def main() -> None:
     else:
         variants, path = [(m, None) for m in METHODS], RUNS
         report = lambda: plot(teacher_accuracy(test_records))  # noqa: E731
-    done = {(r["method"], r.get("lambda"), r["fraction"], r["seed"]) for r in read_runs(path)}
+    done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path)}
     for seed in range(args.seeds):
         for fraction in fractions:
             for method, lam in variants:
                 if (method, lam, fraction, seed) in done:
                     continue
-                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=1.0 if lam is None else lam, filters=filters)
-                if lam is not None:
+                filters = variant_filters.get(lam)
+                weight = 1.0 if lam is None or filters else lam
+                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=weight, filters=filters)
+                if filters:
+                    result["arm"] = lam
+                elif lam is not None:
                     result["lambda"] = lam
                 print(json.dumps(result), flush=True)
                 with path.open("a") as fh:
