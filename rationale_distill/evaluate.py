@@ -170,8 +170,8 @@ def evaluate(config: EvalConfig) -> dict:
             "throughput_per_s": round(len(prompts) / sum(batch_latency), 2) if sum(batch_latency) else None,
             "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "prompt_example": prompts[0],
             # Like for like with the teacher's price per answer: the serving machine's time for one answer, priced.
-            "cost_per_1k_usd": round(statistics.mean(single_latency) * 1000 * config.serve_usd_per_hour / 3600, 6),
-            "cost_basis": f"measured seconds per answer at batch 1 x ${config.serve_usd_per_hour:g}/hour (--serve-usd-per-hour)",
+            "cost_per_1k_usd": machine_cost(statistics.mean(single_latency), config.serve_usd_per_hour),
+            "cost_basis": f"measured seconds per answer at batch 1 x {per_hour(config)}",
             "device": device,
         },
         "teacher": {**teacher["summary"], "accuracy_ci95": intervals["teacher"]} if teacher else None,
@@ -193,6 +193,15 @@ def evaluate(config: EvalConfig) -> dict:
         table = markdown(report).split("\n\n")[1]  # the student-vs-teacher table
         (Path(config.student) / "README.md").write_text(model_card(meta, evaluation=f"{table}\n\nFull report: `{config.out}/report.md`"))
     return report
+
+
+def machine_cost(seconds_per_answer: float, usd_per_hour: float) -> float:
+    """USD per 1,000 answers of a model served on a machine priced by the hour (student, or a teacher on this machine)."""
+    return round(seconds_per_answer * 1000 * usd_per_hour / 3600, 6)
+
+
+def per_hour(config: EvalConfig) -> str:
+    return f"${config.serve_usd_per_hour:g}/hour (--serve-usd-per-hour)"
 
 
 def served_size(student: str, meta: dict) -> dict:
@@ -280,7 +289,8 @@ def teacher_timing(config: EvalConfig, records: list[TeacherRecord]) -> dict:
     async def ask(record: TeacherRecord) -> float:
         params = {k: v for k, v in record.prompt.get("params", {}).items() if k != "n"}
         started = time.perf_counter()
-        await teacher.complete(Request(messages=record.messages, inputs=record.row, n=1, params=params))
+        await teacher.complete(Request(messages=record.messages, inputs=record.row, n=1, params=params,
+                                       format=record.prompt.get("format", "chat")))  # the route it was generated on
         return time.perf_counter() - started
 
     async def all_in_turn() -> list[float]:
@@ -295,8 +305,8 @@ def teacher_timing(config: EvalConfig, records: list[TeacherRecord]) -> dict:
     out = {"latency_s": round(latency, 4), "latency_measured": len(seconds), "latency_teacher": name,
            "latency_basis": f"measured: {len(seconds)} answers asked one at a time (n=1) at eval, as the student was timed"}  # fmt: skip
     if here:
-        out["cost_per_1k_usd"] = round(latency * 1000 * config.serve_usd_per_hour / 3600, 6)
-        out["cost_basis"] = f"runs on this machine: measured seconds per answer x ${config.serve_usd_per_hour:g}/hour (--serve-usd-per-hour)"
+        out["cost_per_1k_usd"] = machine_cost(latency, config.serve_usd_per_hour)
+        out["cost_basis"] = f"runs on this machine: measured seconds per answer x {per_hour(config)}"
     return out
 
 

@@ -132,7 +132,6 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
         stats = Stats(inputs=len(examples), calls=len(calls), notes=row_notes(examples, skipped, config))
         return Result(records=[], stats=stats, dry_run=estimate(spec, config, calls))
 
-    install_providers(plugins)
     stats = Stats(inputs=len(examples), calls=len(calls), cached=sum(c.cached for c in calls) - failed_before,
                   failed_before=failed_before, answer_type=describe_answer_type(spec, answer_type_source))
     for call in calls:
@@ -161,7 +160,7 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
 
     # What each record says about its prompt: identity, sampling params, and how the student's input was made.
     prompt_info = {**spec.identity(), "answer_type_source": answer_type_source, "params": sampling_params(spec, config),
-                   "template": spec.template, "input_field": config.input_field}  # fmt: skip
+                   "template": spec.template, "input_field": config.input_field, "format": spec.format}  # fmt: skip
     records = assemble(spec, examples, calls, stats, plugins.parsers, prompt_info)
     out = None
     done = [r for r in records if not any(s.error_kind == "budget" for s in r.samples)]  # budget-skipped: not written

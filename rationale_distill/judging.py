@@ -29,21 +29,26 @@ def ask_judge(model: str, api_base: str | None, records, build_config, before=()
     """Verdicts for every sample whose answer is the example's target and that the filters before the judge keep
     (each judged on its own; the others never reach the judge): {(record id, teacher, sample index): None to keep,
     or the reason to drop}, and a summary."""
+    from .dataset import BuildConfig, label_for
     from .filters import Candidate, Context
+    from .parsing import same_answer
 
     from .calls import Call, Stats, run_calls
     from .generate import GenerateConfig
     from .store import Store, call_key
     from .teachers import LiteLLMTeacher, Request, install_providers
 
-    vote = build_config is not None and build_config.label_source == "vote"
+    build_config = build_config or BuildConfig(records="<in memory>")
     teacher = LiteLLMTeacher(model, api_base=api_base, name=f"judge:{model}")
     calls, asked = [], []
     for record in records:
-        target = record.majority if vote else record.label
+        target, _ = label_for(record, build_config)  # as the build decides it: an example it drops is not asked about
+        if target is None:
+            continue
+        answer_type = record.prompt.get("answer_type") or "text"
         for sample in record.samples:
             candidate = Candidate(record, sample)
-            if not (sample.ok and sample.answer == target and sample.rationale):
+            if not (sample.ok and sample.rationale and same_answer(sample.answer, target, answer_type)):
                 continue
             if any(check(candidate, Context(target=target)) for _, check in before):
                 continue

@@ -199,3 +199,16 @@ def test_the_same_reply_with_no_answer_to_different_prompts_stops_the_run(make_s
         rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=hello.base_url, input_field="question",
                                       cache_dir=str(tmp_path / "c"), concurrency=1))  # fmt: skip
     assert len(hello.requests) == 4
+
+
+def test_eval_times_a_text_prompt_teacher_on_the_route_it_was_generated_on(gemma_server, base_prompt, tmp_path):
+    from rationale_distill.evaluate import EvalConfig, teacher_timing
+
+    data = write_problems(tmp_path / "p.jsonl", n=3)
+    result = run(gemma_server, data, base_prompt)
+    assert result.records[0].prompt["format"] == "text"
+    sent = len(gemma_server.requests)
+    timing = teacher_timing(EvalConfig(student="unused", teacher_latency="measure", teacher_api_base=gemma_server.base_url,
+                                       latency_samples=2), result.records)  # fmt: skip
+    assert timing["latency_measured"] == 2
+    assert all("prompt" in b and "messages" not in b for b in gemma_server.requests[sent:])  # /v1/completions again
