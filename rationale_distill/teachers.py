@@ -232,9 +232,9 @@ class LiteLLMTeacher(Teacher):
             logprobs = None
             lp = getattr(c, "logprobs", None)
             content = getattr(lp, "content", None) if lp is not None else None
-            if content:
-                logprobs = [{"token": t.token, "logprob": t.logprob,
-                             "top_logprobs": [{"token": x.token, "logprob": x.logprob} for x in (t.top_logprobs or [])]}
+            if content:  # the chat form; llama-server also answers /v1/completions in it, where LiteLLM keeps dicts
+                logprobs = [{"token": _get(t, "token"), "logprob": _get(t, "logprob"),
+                             "top_logprobs": [{"token": _get(x, "token"), "logprob": _get(x, "logprob")} for x in (_get(t, "top_logprobs") or [])]}
                             for t in content]  # fmt: skip
             elif lp is not None and getattr(lp, "tokens", None):  # the completions format: parallel lists
                 logprobs = [{"token": t, "logprob": p, "top_logprobs": [{"token": k, "logprob": v} for k, v in (top or {}).items()]}
@@ -427,3 +427,8 @@ def install_providers(plugins) -> None:
         if entry.name not in installed:
             litellm.custom_provider_map.append({"provider": entry.name, "custom_handler": entry.obj()})
     custom_llm_setup()
+
+
+def _get(entry, name: str):
+    """A field of a logprob entry, whether LiteLLM parsed it into an object or kept the server's dict."""
+    return entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)

@@ -59,6 +59,18 @@ def test_a_text_prompt_reaches_a_base_model_as_text_on_the_completions_endpoint(
     assert result.stats.retries == 0 and result.stats.failed == 0
 
 
+def test_text_route_logprobs_in_the_chat_form_as_llama_server_sends_them_are_kept(make_server, base_prompt, tmp_path):
+    """llama-server answers /v1/completions with `logprobs: {"content": [...]}` (the chat form), which LiteLLM passes
+    on as plain dicts: every sample failed as a teacher bug until those were read too (found on a real llama-server)."""
+    server = make_server(responder=base_model_responder, chat_template="gemma", faults=Faults(text_logprobs_as_chat=True))
+    data = write_problems(tmp_path / "p.jsonl", n=3)
+    result = run(server, data, base_prompt, samples=2, logprobs=2)
+    samples = [s for r in result.records for s in r.samples]
+    assert all(s.ok and s.error is None for s in samples), [s.error for s in samples]
+    entry = samples[0].logprobs[0]
+    assert entry["token"] and entry["logprob"] == -0.1 and entry["top_logprobs"][0]["token"] == entry["token"]
+
+
 def test_through_the_chat_endpoint_the_same_base_model_gives_nothing_usable(gemma_server, tmp_path):
     """Why the route matters: the chat template wraps the text and the base model rambles (56 of 60 unparsed on a
     stock llama-server). A chat prompt is still sent to the chat endpoint, as asked."""

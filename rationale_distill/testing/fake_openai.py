@@ -38,6 +38,7 @@ class Faults:
     ignore_n: bool = False  # answer one choice whatever `n` says (many OpenAI-compatible servers do)
     usage_one_choice: bool = False  # with n > 1, count completion tokens of the first choice only (llama-server does)
     blind: bool = False  # the model never sees the prompt (a chat template that drops the user's turn)
+    text_logprobs_as_chat: bool = False  # /v1/completions logprobs in the chat form ({"content": [...]}), as llama-server sends them
     seed: int = 0
 
 
@@ -205,7 +206,13 @@ class FakeOpenAI:
         for i, text in enumerate(texts):
             if text_route:
                 choice = {"index": i, "text": text, "finish_reason": reasons[i], "logprobs": None}
-                if body.get("logprobs"):
+                if body.get("logprobs") and f.text_logprobs_as_chat:
+                    k = int(body["logprobs"])
+                    choice["logprobs"] = {"content": [
+                        {"id": j, "token": t, "logprob": -0.1, "bytes": list(t.encode()),
+                         "top_logprobs": [{"id": j, "token": t, "logprob": -0.1, "bytes": list(t.encode())}] * k}
+                        for j, t in enumerate(re.findall(r"\s*\S+", text))]}  # fmt: skip
+                elif body.get("logprobs"):
                     tokens = re.findall(r"\s*\S+", text)
                     choice["logprobs"] = {"tokens": tokens, "token_logprobs": [-0.1] * len(tokens),
                                           "top_logprobs": [{t: -0.1} for t in tokens], "text_offset": list(range(len(tokens)))}  # fmt: skip
