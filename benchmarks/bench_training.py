@@ -36,7 +36,7 @@ def batches(n_batches: int, batch: int, vocab: int, seed: int = 0, per_task: boo
     per_task: each batch as two, one per task, each padded on its own (for the two-pass reference)."""
     import torch
 
-    from rationale_distill.trl_trainer import MultiTaskCollator
+    from rationale_distill.training.sft import MultiTaskCollator
 
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -57,7 +57,7 @@ def run_method(method: str, size: str, device: str, steps: int, batch: int) -> d
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from rationale_distill.trl_trainer import multitask_loss, task_token_counts
+    from rationale_distill.training.sft import multitask_loss, task_token_counts
 
     torch.manual_seed(0)
     hidden, layers, heads, kv, inter, vocab = SIZES[size]

@@ -198,15 +198,27 @@ def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig,
     """The training rows one kept sample yields: (task, prompt, completion). An example has one label row whatever
     ``--rationales`` keeps (``first``: this is its first kept sample); each kept rationale adds a rationale row."""
     x = strip_context(record.parts)  # the bare input, by its part marker
+    soft = soft_fields(record, c)
     if config.mode == "rationale":
-        label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target}] if first else []
+        label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target, **soft}] if first else []
         return label + [{"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip()}]
     if config.mode == "single-task":
         return [{"task": "single", "prompt": x, "completion": f"{c.sample.rationale.strip()} {config.answer_marker} {target}."}]
     if config.mode == "label-only":
-        return [{"task": "label", "prompt": x, "completion": target}] if first else []
+        return [{"task": "label", "prompt": x, "completion": target, **soft}] if first else []
     completion = c.sample.text.strip() if config.context_target == "response" else (c.sample.raw_answer or target)
-    return [{"task": "context", "prompt": x, "completion": completion}]
+    # the prompt the teacher was sent, for a white-box teacher to read when it gives soft targets (Snell et al. 2022)
+    context = {"teacher_messages": record.messages, "teacher_format": record.prompt.get("format", "chat")}
+    return [{"task": "context", "prompt": x, "completion": completion, **soft, **context}]
+
+
+def soft_fields(record: TeacherRecord, c: Candidate) -> dict:
+    """What `rdistill train --objective kd` reads besides the text: the teacher's votes over answers (--kd-source
+    votes) and, where the teacher returned them, the top-K logprobs of the answer tokens (--kd-source logprobs)."""
+    out = {"answer_votes": [{"answer": answer, "samples": n} for answer, n in record.votes.items()]} if record.votes else {}
+    if c.sample.logprobs:
+        out["teacher_logprobs"] = {"teacher": c.sample.teacher, "tokens": c.sample.logprobs}
+    return out
 
 
 def heldout_row(record: TeacherRecord, config: BuildConfig) -> dict | None:
@@ -247,11 +259,17 @@ def split_of(record: TeacherRecord, config: BuildConfig) -> str:
     return "train"
 
 
+SOFT_FIELDS = ("answer_votes", "teacher_logprobs", "teacher_messages", "teacher_format")
+
+
 def formatted(row: dict, config: BuildConfig) -> dict:
     base = {"id": row["id"], "task": row["task"], **{k: row[k] for k in ("gold", "teacher") if k in row}}
+    soft = {k: row[k] for k in SOFT_FIELDS if k in row}  # after the text: what `train --objective kd` reads
+    if "answer_votes" in soft and config.format == "prompt-completion":  # the answers as the completion spells them
+        soft["answer_votes"] = [{**v, "answer": config.completion_prefix + v["answer"]} for v in soft["answer_votes"]]
     if config.format == "messages":
-        return {**base, "messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]}
-    return {**base, "prompt": row["prompt"], "completion": config.completion_prefix + row["completion"]}
+        return {**base, "messages": [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}], **soft}
+    return {**base, "prompt": row["prompt"], "completion": config.completion_prefix + row["completion"], **soft}
 
 
 def to_dataset(rows: list[dict], config: BuildConfig):
@@ -260,6 +278,8 @@ def to_dataset(rows: list[dict], config: BuildConfig):
     splits = {}
     for split in SPLITS:
         part = [formatted(r, config) for r in rows if r["split"] == split]
+        keys = list(dict.fromkeys(k for r in part for k in r))
+        part = [{k: r.get(k) for k in keys} for r in part]  # every column in every row (from_list reads the first row's keys)
         if part:
             ds = Dataset.from_list(part)
             # A fingerprint from the content, not a random one, so the same input gives byte-identical files.

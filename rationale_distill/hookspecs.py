@@ -69,7 +69,14 @@ def register_filters(register):
 
 @hookspec
 def register_trainers(register):
-    """Register student trainers: ``register(name, train_fn)`` with ``train_fn(config) -> output_dir``."""
+    """Register student trainers: ``register(name, train_fn)`` with ``train_fn(config) -> output_dir`` (a ``plugins``
+    keyword, when ``train_fn`` takes one, gets the loaded plugins)."""
+
+
+@hookspec
+def register_soft_targets(register):
+    """Register sources of soft targets for ``--objective kd``: ``register(name, factory)``, ``factory(settings)``
+    returning a ``training.kd.SoftTargets`` (see that class for the calls the trainer makes)."""
 
 
 # --- the command line -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ DEFAULT_PLUGINS = (
     "rationale_distill.default_plugins.commands",
 )
 
-KINDS = ("loaders", "teachers", "prompts", "parsers", "filters", "trainers", "litellm_providers", "commands")
+KINDS = ("loaders", "teachers", "prompts", "parsers", "filters", "trainers", "soft_targets", "litellm_providers", "commands")
 
 
 @dataclass

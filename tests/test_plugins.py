@@ -1,5 +1,6 @@
 import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -172,6 +173,50 @@ def test_hook_register_trainers():
             register("noop", lambda config: "out")
 
     assert load_plugins(extra=[Plugin()]).trainers.get("noop")(None) == "out"
+
+
+def test_hook_register_soft_targets(tmp_path, make_server):
+    """A third-party source of soft targets (here: the uniform distribution, i.e. label smoothing as KD) is picked by
+    name and trained on through the same trainer as the built-in ones."""
+    import torch
+
+    from rationale_distill.dataset import BuildConfig, build
+    from rationale_distill.testing.tiny import make_tiny_student
+    from rationale_distill.training import TrainConfig, train
+    from rationale_distill.training.kd import SoftTargets, completion_mask, divergence
+
+    class Uniform(SoftTargets):
+        name = "uniform"
+
+        def features(self, row, item, prompt_len):
+            self.count("rows")
+            return {"kd_mask": completion_mask(len(item["input_ids"]), prompt_len)}
+
+        def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
+            s = logits[kd_mask > 0].float().log_softmax(-1)
+            return divergence(s, torch.full_like(s, -math.log(s.shape[-1])), self.settings.beta)
+
+    class Plugin:
+        @rd.hookimpl
+        def register_soft_targets(self, register):
+            register("uniform", Uniform)
+
+    plugins = load_plugins(extra=[Plugin()])
+    assert {"teacher", "logprobs", "votes", "uniform"} <= set(plugins.soft_targets.names())
+    from conftest import write_problems
+
+    server = make_server()
+    data = write_problems(tmp_path / "p.jsonl", n=8)
+    rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=server.base_url, input_field="question",
+                                  label_field="answer", out=str(tmp_path / "t.jsonl")))  # fmt: skip
+    build(str(tmp_path / "t.jsonl"), BuildConfig(records=str(tmp_path / "t.jsonl"), out=str(tmp_path / "d"), test_fraction=0, validation_fraction=0))
+    make_tiny_student(tmp_path / "tiny", ["Q: What is 1 + 2? 3"] * 20)
+    config = TrainConfig(data=str(tmp_path / "d"), student=str(tmp_path / "tiny"), out=str(tmp_path / "s"), objective="kd",
+                         kd_source="uniform", max_steps=2, logging_steps=1)  # fmt: skip
+    meta = json.loads((train(config, plugins) / "rdistill_train.json").read_text())
+    assert meta["soft_targets"]["train"]["rows"] == 8 and any(h.get("loss_kd", 0) > 0 for h in meta["log_history"])
+    with pytest.raises(Exception, match="unknown source of soft targets"):
+        train(TrainConfig(data=str(tmp_path / "d"), student=str(tmp_path / "tiny"), out=str(tmp_path / "s2"), objective="kd", kd_source="uniform"))
 
 
 def test_every_hook_has_a_test():

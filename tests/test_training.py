@@ -19,7 +19,7 @@ from rationale_distill.errors import UsageError
 from rationale_distill.evaluate import EvalConfig, evaluate, score
 from rationale_distill.testing.tiny import make_tiny_student
 from rationale_distill.training import TrainConfig, fingerprint, read_student, train
-from rationale_distill.trl_trainer import MultiTaskCollator, min_prompt_tokens, multitask_loss, task_token_counts, tokenize_row
+from rationale_distill.training.sft import MultiTaskCollator, min_prompt_tokens, multitask_loss, task_token_counts, tokenize_row
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +343,7 @@ def test_resume_after_kill_takes_the_last_complete_checkpoint_and_refuses_a_fore
 
 
 def test_a_kill_during_the_final_save_never_passes_for_a_finished_student(workspace, tmp_path, monkeypatch):
-    import rationale_distill.trl_trainer as trl_trainer
+    import rationale_distill.training.sft as trl_trainer
     from rationale_distill.pipeline import train_or_reuse
 
     config = TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"),

@@ -1,6 +1,6 @@
 """Student training: the config, the data it reads, and the dispatch to a trainer plugin.
 
-The built-in trainer (``trl-sft``, in ``trl_trainer.py``) fine-tunes a causal LM with TRL's SFTTrainer on the
+The built-in trainer (``trl-sft``, in ``training/sft.py``) fine-tunes a causal LM with TRL's SFTTrainer on the
 multi-task objective ``L = L_label + lambda * L_rationale`` (Hsieh et al. 2023) in one forward pass per batch.
 Nothing here imports torch until training starts.
 """
@@ -8,14 +8,16 @@ Nothing here imports torch until training starts.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import option, to_dict
-from .errors import UsageError
+from ..config import option, to_dict
+from ..errors import UsageError
 
+OBJECTIVES = ("sft", "kd", "multitask+kd")
 MANIFEST = "rdistill_train.json"  # written last: its presence and hashes say the folder is one complete student
 INCOMPLETE = ".rdistill-incomplete"  # present while the final save runs
 CHECKPOINT_MARK = "rdistill_checkpoint.json"  # written into a checkpoint once the trainer has saved all of it
@@ -28,6 +30,18 @@ class TrainConfig:
     out: str | None = option(None, help="output folder for the trained student (loadable by transformers / peft)")
     trainer: str = option("trl-sft", help="the registered trainer plugin to use")
     rationale_weight: float = option(1.0, help="lambda in L = L_label + lambda * L_rationale", ge=0)
+    objective: str = option("sft", help="sft: cross-entropy on the teacher's text (multi-task with rationale data); kd: alpha * hard-label CE + (1 - alpha) * T^2 * soft-target divergence; multitask+kd: L_label + lambda * L_rationale + kd_weight * T^2 * L_KD", choices=OBJECTIVES)
+    kd_source: str = option("teacher", help="where the soft targets come from (a registered source): teacher (a white-box LM, --teacher-model), logprobs (the API teacher's top-K logprobs in the records), votes (the share of each answer in the teacher's samples)")
+    teacher_model: str | None = option(None, help="--kd-source teacher: the teacher LM (hub id, folder, .gguf, or gemma-3-270m); it must share the student's tokenizer")
+    teacher_device: str | None = option(None, help="--kd-source teacher: run the teacher on this device (default: the student's)", pattern=(r"cpu|cuda(:\d+)?", "cpu, cuda or cuda:N"))
+    kd_temperature: float = option(2.0, help="softmax temperature of the soft targets (the KD term is scaled by T^2)", gt=0)
+    kd_alpha: float = option(0.5, help="--objective kd: weight of the hard-label cross-entropy; the soft term gets 1 - alpha", ge=0, le=1)
+    kd_weight: float = option(0.5, help="--objective multitask+kd: weight of the soft-target term", ge=0)
+    kd_divergence: str = option("forward_kl", help="forward_kl (Hinton), reverse_kl (mode seeking, MiniLLM) or jsd (generalised JSD, --kd-beta)", choices=("forward_kl", "reverse_kl", "jsd"))
+    kd_beta: float = option(0.5, help="--kd-divergence jsd: the mixture weight of the teacher", gt=0, lt=1)
+    kd_top_k: int = option(20, help="--kd-source logprobs: top-K alternatives kept per token", ge=1)
+    kd_teacher_max_length: int = option(2048, help="--kd-source teacher: tokens of the teacher's (engineered) prompt plus completion; longer prompts are cut from the left", ge=16)
+    student_keep_every: int = option(1, help="initialise a smaller student from --student by keeping every k-th decoder layer (DistilBERT-style); 1 keeps all", ge=1)
     lora: bool = option(False, help="train a LoRA adapter (PEFT) instead of every weight")
     lora_r: int = option(16, help="LoRA rank", ge=1)
     lora_alpha: int = option(32, help="LoRA alpha", gt=0)
@@ -167,7 +181,7 @@ def pick_checkpoint(checkpoints: Path, config: TrainConfig) -> tuple[Path, list[
 
 def train(config: TrainConfig, plugins=None) -> Path:
     """Train a student with the configured trainer plugin; returns the output folder."""
-    from .plugins import load_plugins
+    from ..plugins import load_plugins
 
     if not config.out:
         raise UsageError("--out is required (the folder to write the student to)")
@@ -175,6 +189,8 @@ def train(config: TrainConfig, plugins=None) -> Path:
         raise UsageError("--rationale-weight must be >= 0")
     plugins = plugins or load_plugins()
     trainer = plugins.trainers.get(config.trainer)
+    if "plugins" in inspect.signature(trainer).parameters:  # e.g. to find a third-party source of soft targets
+        return Path(trainer(config, plugins=plugins))
     return Path(trainer(config))
 
 

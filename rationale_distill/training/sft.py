@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import to_dict
-from .errors import UsageError
-from .student import load_model, parameter_count, pick_device
-from .training import (CHECKPOINT_MARK, LENGTH, TrainConfig, begin_output, finish_output, fingerprint, load_split_rows,
+from ..config import to_dict
+from ..errors import UsageError
+from ..student import load_model, parameter_count, pick_device
+from . import (CHECKPOINT_MARK, LENGTH, TrainConfig, begin_output, finish_output, fingerprint, load_split_rows,
                        model_card, pick_checkpoint)
 
-TASK_IDS = {"label": 0, "context": 0, "single": 0, "rationale": 1}  # 0: the answer term, 1: the rationale term
+TASK_IDS = {"label": 0, "context": 0, "single": 0, "rationale": 1, "soft": 2}  # answer, rationale, soft answer (votes)
 
 
 # --- tokenize: rows -> input_ids, labels (prompt masked with -100), task_id -----------------------------------
@@ -59,7 +59,7 @@ def tokenize_row(row: dict, tokenizer, max_length: int) -> dict | None:
         prompt_ids = head + prompt_ids[len(prompt_ids) - (budget - len(head)) :]
         cut = True
     return {"input_ids": prompt_ids + completion_ids, "labels": [-100] * len(prompt_ids) + completion_ids,
-            "task_id": TASK_IDS.get(row.get("task", "label"), 0), "prompt_cut": cut}  # fmt: skip
+            "task_id": TASK_IDS.get(row.get("task", "label"), 0), "prompt_cut": cut, "prompt_len": len(prompt_ids)}  # fmt: skip
 
 
 def min_prompt_tokens(max_length: int) -> int:
@@ -68,8 +68,9 @@ def min_prompt_tokens(max_length: int) -> int:
     return min(64, max_length // 4)
 
 
-def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
-    """(tokenized rows that fit, counts: rows, dropped by task, prompts cut from the left)."""
+def tokenize_rows(rows: list[dict], tokenizer, max_length: int, soft=None) -> tuple[list[dict], dict]:
+    """(tokenized rows that fit, counts: rows, dropped by task, prompts cut from the left). With a soft-target
+    source, each row also gets its ``kd_mask`` and the source's fields."""
     kept, dropped, cut = [], {}, 0
     for row in rows:
         item = tokenize_row(row, tokenizer, max_length)
@@ -78,6 +79,9 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[di
             dropped[task] = dropped.get(task, 0) + 1
             continue
         cut += item.pop("prompt_cut")
+        prompt_len = item.pop("prompt_len")
+        if soft is not None:
+            item.update(soft.features(row, item, prompt_len))
         kept.append(item)
     return kept, {"rows": len(rows), "kept": len(kept), "dropped": dropped, "prompts_cut": cut, "max_length": max_length}
 
@@ -96,10 +100,12 @@ def _chat_split(messages: list[dict], tokenizer) -> tuple[str, str]:
 
 
 class MultiTaskCollator:
-    """Right-pad a list of tokenized rows into a batch: input_ids, attention_mask, labels, task_ids."""
+    """Right-pad a list of tokenized rows into a batch: input_ids, attention_mask, labels, task_ids, and with soft
+    targets ``kd_mask`` and the source's fields (each padded to its own widest row with the source's pad value)."""
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, fields: dict | None = None):
         self.pad = pad_token_id
+        self.fields = {"kd_mask": 0.0, **fields} if fields is not None else {}
 
     def __call__(self, rows: list[dict]) -> dict:
         width = max(len(r["input_ids"]) for r in rows)
@@ -111,8 +117,16 @@ class MultiTaskCollator:
             ids[i, :n] = torch.tensor(r["input_ids"])
             labels[i, :n] = torch.tensor(r["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                "task_ids": torch.tensor([r["task_id"] for r in rows], dtype=torch.long)}  # fmt: skip
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                 "task_ids": torch.tensor([r["task_id"] for r in rows], dtype=torch.long)}  # fmt: skip
+        for name, pad in self.fields.items():
+            values = [torch.tensor(r[name]) for r in rows]
+            widest = max(len(v) for v in values)
+            out = torch.full((len(rows), widest, *values[0].shape[1:]), pad, dtype=values[0].dtype)
+            for i, v in enumerate(values):
+                out[i, : len(v)] = v
+            batch[name] = out
+        return batch
 
 
 # --- loss -----------------------------------------------------------------------------------------------------
@@ -123,6 +137,12 @@ def task_token_counts(labels: torch.Tensor, task_ids: torch.Tensor, n_tasks: int
     targets = labels[:, 1:] != -100  # (B, T-1)
     per_row = targets.sum(dim=1)  # (B,)
     return torch.stack([per_row[task_ids == t].sum() for t in range(n_tasks)]).to(torch.float32)
+
+
+def batch_counts(batch: dict) -> torch.Tensor:
+    """(label tokens, rationale tokens, soft-target mass): the denominators of the three terms for one batch."""
+    kd = batch["kd_mask"].sum().float()[None] if "kd_mask" in batch else torch.zeros(1)
+    return torch.cat([task_token_counts(batch["labels"], batch["task_ids"]), kd])
 
 
 def multitask_loss(logits, labels, task_ids, weights, counts) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -151,17 +171,19 @@ def make_trainer_class():
     from trl import SFTTrainer
 
     class MultiTaskSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss is L_label + lambda * L_rationale, each averaged over its own completion tokens."""
+        """SFTTrainer whose loss is w_label L_label + lambda L_rationale (+ w_kd T^2 L_KD with soft targets), each
+        term averaged over its own completion tokens (soft-target mass) in the accumulation window."""
 
-        def __init__(self, *args, rationale_weight: float = 1.0, **kwargs):
+        def __init__(self, *args, rationale_weight: float = 1.0, task_weights=None, soft=None, kd_weight: float = 0.0, **kwargs):
             super().__init__(*args, **kwargs)
-            self.task_weights = (1.0, rationale_weight)
+            self.task_weights = tuple(task_weights) if task_weights else (1.0, rationale_weight)
+            self.soft, self.kd_weight = soft, kd_weight
             self.loss_is_scaled_for_ga = True  # our counts span the accumulation window: no extra division
             self._window_counts = None
 
         def get_batch_samples(self, epoch_iterator, num_batches, device):
             batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-            counts = sum((task_token_counts(b["labels"], b["task_ids"]) for b in batches), torch.zeros(2))
+            counts = sum((batch_counts(b) for b in batches), torch.zeros(3))
             counts = counts.to(device)
             if self.accelerator.num_processes > 1:
                 counts = self.accelerator.gather(counts[None]).sum(dim=0)
@@ -169,14 +191,32 @@ def make_trainer_class():
             return batches, num_items
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels, task_ids = inputs.pop("labels"), inputs.pop("task_ids")
-            outputs = model(**inputs, use_cache=False)  # one forward pass for both tasks
             training = model.training and self._window_counts is not None
-            counts = self._window_counts if training else task_token_counts(labels, task_ids).to(labels.device)
-            loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, self.task_weights, counts)
+            counts = self._window_counts if training else batch_counts(inputs).to(inputs["labels"].device)
+            labels, task_ids = inputs.pop("labels"), inputs.pop("task_ids")
+            kd_mask = inputs.pop("kd_mask", None)
+            extra = {k: inputs.pop(k) for k in (self.soft.fields if self.soft else ())}
+            hidden = {}
+            hook = None
+            if self.soft is not None:  # what the LM head reads: the student's side of the chunked divergence
+                head = self.accelerator.unwrap_model(model).get_output_embeddings()
+                hook = head.register_forward_hook(lambda module, args, out: hidden.__setitem__("h", args[0]))
+            try:
+                outputs = model(**inputs, use_cache=False)  # one forward pass for every task
+            finally:
+                if hook is not None:
+                    hook.remove()
+            loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, self.task_weights, counts[:2])
+            mode = "train" if model.training else "eval"
+            if self.soft is not None and kd_mask is not None and bool((kd_mask > 0).any()):
+                per_token = self.soft.per_token(self, self.accelerator.unwrap_model(model), {"labels": labels, **inputs},
+                                                extra, kd_mask, hidden.get("h"), outputs.logits)  # fmt: skip
+                kd_sum = (per_token * kd_mask[kd_mask > 0]).sum()
+                scale = self.soft.settings.temperature**2 if self.soft.tempered else 1.0
+                loss = loss + self.kd_weight * scale * kd_sum / counts[2].clamp(min=1e-12)
+                self._metrics[mode]["loss_kd"].append((kd_sum / kd_mask.sum()).item())
             if training and self.accelerator.num_processes > 1:
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients; our counts are global
-            mode = "train" if model.training else "eval"
             if (task_ids == 0).any():
                 self._metrics[mode]["loss_label"].append(label_loss.item())
             if (task_ids == 1).any():
@@ -189,12 +229,47 @@ def make_trainer_class():
 # --- train() ------------------------------------------------------------------------------------------------
 
 
-def train_trl_sft(config: TrainConfig) -> Path:
+def objective_weights(config: TrainConfig) -> tuple[tuple[float, float], float]:
+    """((label weight, rationale weight), soft-target weight) of the configured objective."""
+    if config.objective == "kd":
+        return (config.kd_alpha, 0.0), 1.0 - config.kd_alpha
+    if config.objective == "multitask+kd":
+        return (1.0, config.rationale_weight), config.kd_weight
+    return (1.0, config.rationale_weight), 0.0
+
+
+def soft_targets(config: TrainConfig, plugins=None):
+    """The configured source of soft targets (a ``register_soft_targets`` plugin), or None for plain SFT."""
+    if config.objective == "sft":
+        return None
+    from ..plugins import load_plugins
+    from .kd import KDSettings, beta_of
+
+    plugins = plugins or load_plugins()
+    if config.kd_source not in plugins.soft_targets:
+        raise UsageError(f"--kd-source {config.kd_source}: unknown source of soft targets (known: {', '.join(plugins.soft_targets.names())})")
+    weights, kd_weight = objective_weights(config)
+    settings = KDSettings(source=config.kd_source, weights=weights, kd_weight=kd_weight, temperature=config.kd_temperature,
+                          beta=beta_of(config.kd_divergence, config.kd_beta), teacher_model=config.teacher_model,
+                          teacher_device=config.teacher_device, teacher_max_length=config.kd_teacher_max_length,
+                          top_k=config.kd_top_k)  # fmt: skip
+    return plugins.soft_targets.get(config.kd_source)(settings)
+
+
+def train_trl_sft(config: TrainConfig, plugins=None) -> Path:
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig
 
     splits, build_report = load_split_rows(config.data)
+    soft = soft_targets(config, plugins)  # checked before the model loads: a wrong source is refused at once
+    if config.objective == "kd":  # alpha * hard + (1 - alpha) * soft: the rationale rows have no term
+        unused = sum(r.get("task") == "rationale" for r in splits["train"])
+        if unused:
+            print(f"--objective kd: {unused} rationale rows are not trained on (--objective multitask+kd uses them)", file=sys.stderr)
+        splits = {name: [r for r in rows if r.get("task") != "rationale"] for name, rows in splits.items()}
+        if not splits["train"]:
+            raise UsageError(f"--objective kd: {config.data} has no answer rows to train on")
     out = Path(config.out)
     checkpoints = out / "checkpoints"
     resume = None
@@ -220,6 +295,10 @@ def train_trl_sft(config: TrainConfig) -> Path:
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
     model, tokenizer = load_model(config.student, device=device, dtype=torch.bfloat16 if bf16 else torch.float32,
                                   quantization_config=quant)  # fmt: skip
+    if config.student_keep_every > 1:
+        keep_every_kth_layer(model, config.student_keep_every)
+    if soft is not None:
+        soft.setup(model, tokenizer, device)
     peft_config = None
     if config.lora or config.qlora:
         from peft import LoraConfig
@@ -229,16 +308,27 @@ def train_trl_sft(config: TrainConfig) -> Path:
                                  target_modules=targets if targets == "all-linear" else targets.split(","),
                                  task_type="CAUSAL_LM")  # fmt: skip
 
-    fit = {}
+    fit, soft_notes = {}, {}
 
     def tokenized(split, rows):
-        items, fit[split] = tokenize_rows(rows, tokenizer, config.max_length)
+        if soft is not None:
+            soft.notes = {}
+            rows = soft.prepare(rows)
+        items, fit[split] = tokenize_rows(rows, tokenizer, config.max_length, soft)
+        if soft is not None:
+            soft_notes[split] = dict(soft.notes)
         return Dataset.from_list(items) if items else None
 
     train_ds = tokenized("train", splits["train"])
     if train_ds is None:
         raise UsageError(f"--max-length {config.max_length}: no training row fits (each completion needs its EOS and at "
                          f"least {min_prompt_tokens(config.max_length)} prompt tokens); raise --max-length")  # fmt: skip
+    if soft is not None:
+        soft.notes = soft_notes["train"]
+        soft.check()
+        if not any(sum(m) > 0 for m in train_ds["kd_mask"]):
+            found = "; ".join(f"{k}: {v}" for k, v in soft_notes["train"].items()) or "nothing to read"
+            raise UsageError(f"--kd-source {config.kd_source}: no training row has a soft target ({found})")
     eval_rows = splits.get(config.eval_split) if config.eval_split and config.eval_split != "none" else None
     eval_ds = tokenized(config.eval_split, eval_rows) if eval_rows else None
 
@@ -256,9 +346,10 @@ def train_trl_sft(config: TrainConfig) -> Path:
         dataloader_pin_memory=gpu,
     )  # fmt: skip
     Trainer = make_trainer_class()
+    weights, kd_weight = objective_weights(config)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                      data_collator=MultiTaskCollator(tokenizer.pad_token_id), peft_config=peft_config,
-                      rationale_weight=config.rationale_weight)  # fmt: skip
+                      data_collator=MultiTaskCollator(tokenizer.pad_token_id, soft.fields if soft else None),
+                      peft_config=peft_config, task_weights=weights, soft=soft, kd_weight=kd_weight)  # fmt: skip
     if not config.resume and checkpoints.is_dir():
         shutil.rmtree(checkpoints)  # another run's checkpoints would mix with this one's (and be rotated out)
     trainer.add_callback(CheckpointMark(fingerprint(config, LENGTH)))
@@ -275,7 +366,7 @@ def train_trl_sft(config: TrainConfig) -> Path:
     meta = {"config": to_dict(config), "dataset": build_report, "versions": versions(), "device": device, "bf16": bf16,
             "learning_rate": lr, "train_runtime_s": result.metrics.get("train_runtime"), "log_history": history,
             "parameters": parameter_count(model), "fingerprint": fingerprint(config), "resumed_from": resume,
-            "fit": fit,
+            "fit": fit, "soft_targets": soft_notes or None, "layers": getattr(model.config, "num_hidden_layers", None),
             "trainable_parameters": trainable}  # fmt: skip
     data_card = Path(config.data) / "README.md"
     if data_card.is_file():
@@ -283,6 +374,23 @@ def train_trl_sft(config: TrainConfig) -> Path:
     (out / "README.md").write_text(model_card(meta))
     finish_output(out, meta)  # last: the manifest, with every file's hash
     return out
+
+
+def keep_every_kth_layer(model, k: int) -> None:
+    """Make the model a shallower student of itself: keep decoder layers 0, k, 2k, ... (the DistilBERT
+    initialisation, Sanh et al. 2019), and say so in its config so the saved student reloads as that depth."""
+    decoder = model.get_decoder()
+    layers = decoder.layers
+    keep = list(range(0, len(layers), k))
+    decoder.layers = torch.nn.ModuleList(layers[i] for i in keep)
+    for new, layer in enumerate(decoder.layers):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in keep]
+    config.num_hidden_layers = len(keep)
 
 
 def CheckpointMark(run_fingerprint: str):
