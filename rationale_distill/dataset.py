@@ -198,18 +198,19 @@ def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig,
     """The training rows one kept sample yields: (task, prompt, completion). An example has one label row whatever
     ``--rationales`` keeps (``first``: this is its first kept sample); each kept rationale adds a rationale row."""
     x = strip_context(record.parts)  # the bare input, by its part marker
-    soft = soft_fields(record, c)
+    answer = {**soft_fields(record, c), **teacher_view(record, c, answer=True)}
     if config.mode == "rationale":
-        label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target, **soft}] if first else []
-        return label + [{"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip()}]
+        label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target, **answer}] if first else []
+        return label + [{"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip(),
+                         **teacher_view(record, c, answer=False)}]  # fmt: skip
     if config.mode == "single-task":
         return [{"task": "single", "prompt": x, "completion": f"{c.sample.rationale.strip()} {config.answer_marker} {target}."}]
     if config.mode == "label-only":
-        return [{"task": "label", "prompt": x, "completion": target, **soft}] if first else []
-    completion = c.sample.text.strip() if config.context_target == "response" else (c.sample.raw_answer or target)
-    # the prompt the teacher was sent, for a white-box teacher to read when it gives soft targets (Snell et al. 2022)
-    context = {"teacher_messages": record.messages, "teacher_format": record.prompt.get("format", "chat")}
-    return [{"task": "context", "prompt": x, "completion": completion, **soft, **context}]
+        return [{"task": "label", "prompt": x, "completion": target, **answer}] if first else []
+    if config.context_target == "response":
+        return [{"task": "context", "prompt": x, "completion": c.sample.text.strip(), **soft_fields(record, c),
+                 **teacher_view(record, c, answer=False)}]  # fmt: skip
+    return [{"task": "context", "prompt": x, "completion": c.sample.raw_answer or target, **answer}]
 
 
 def soft_fields(record: TeacherRecord, c: Candidate) -> dict:
@@ -219,6 +220,21 @@ def soft_fields(record: TeacherRecord, c: Candidate) -> dict:
     if c.sample.logprobs:
         out["teacher_logprobs"] = {"teacher": c.sample.teacher, "tokens": c.sample.logprobs}
     return out
+
+
+def teacher_view(record: TeacherRecord, c: Candidate, answer: bool) -> dict:
+    """What a white-box teacher (`train --kd-source teacher`) reads before the tokens it gives soft targets on: the
+    prompt it was sent (Snell et al. 2022: the student reads the bare input) and, before an answer, its own response
+    up to that answer (its rationale and the marker), so that its distribution over the answer is the one it answered
+    from. A rationale row (or a whole response) starts where the response starts."""
+    view = {"teacher_messages": record.messages, "teacher_format": record.prompt.get("format", "chat"), "teacher_prefix": ""}
+    text, raw = c.sample.text or "", c.sample.raw_answer
+    if answer and raw:
+        marker = record.prompt.get("answer_marker") or ""
+        after = text.find(marker) + len(marker) if marker and marker in text else 0
+        at = text.find(raw, after)
+        view["teacher_prefix"] = text[: at if at >= 0 else len(text)].rstrip()
+    return view
 
 
 def heldout_row(record: TeacherRecord, config: BuildConfig) -> dict | None:
@@ -259,7 +275,7 @@ def split_of(record: TeacherRecord, config: BuildConfig) -> str:
     return "train"
 
 
-SOFT_FIELDS = ("answer_votes", "teacher_logprobs", "teacher_messages", "teacher_format")
+SOFT_FIELDS = ("answer_votes", "teacher_logprobs", "teacher_messages", "teacher_format", "teacher_prefix")
 
 
 def formatted(row: dict, config: BuildConfig) -> dict:

@@ -160,7 +160,8 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
 
     # What each record says about its prompt: identity, sampling params, and how the student's input was made.
     prompt_info = {**spec.identity(), "answer_type_source": answer_type_source, "params": sampling_params(spec, config),
-                   "template": spec.template, "input_field": config.input_field, "format": spec.format}  # fmt: skip
+                   "template": spec.template, "input_field": config.input_field, "format": spec.format,
+                   "answer_marker": spec.answer_marker}  # fmt: skip
     records = assemble(spec, examples, calls, stats, plugins.parsers, prompt_info)
     out = None
     done = [r for r in records if not any(s.error_kind == "budget" for s in r.samples)]  # budget-skipped: not written

@@ -95,6 +95,12 @@ def ws(tmp_path_factory):
     for mode in ("rationale", "context"):
         build(str(root / "teacher.jsonl"), BuildConfig(records=str(root / "teacher.jsonl"), out=str(root / mode), mode=mode,
                                                        validation_fraction=0.2, test_fraction=0.2))  # fmt: skip
+    plain = root / "plain"  # the rationale data without the teacher's prompt: the teacher reads what the student reads
+    plain.mkdir()
+    for f in (root / "rationale").glob("*.json*"):
+        lines = [json.loads(x) for x in f.read_text().splitlines()] if f.suffix == ".jsonl" else None
+        strip = lambda r: {k: v for k, v in r.items() if not k.startswith("teacher_")}  # noqa: E731
+        (plain / f.name).write_text("".join(json.dumps(strip(r)) + "\n" for r in lines) if lines is not None else f.read_text())
     rows = [json.loads(x) for x in (root / "rationale" / "train.jsonl").read_text().splitlines()]
     make_tiny_student(root / "tiny", [r["prompt"] + r["completion"] for r in rows] * 3)
     make_tiny_student(root / "deep", [r["prompt"] + r["completion"] for r in rows] * 3, layers=4, seed=1)
@@ -117,7 +123,7 @@ def kd_losses(meta):
 
 
 def test_a_teacher_identical_to_the_student_gives_zero_kd_at_the_first_step(ws, tmp_path):
-    meta = run(ws, tmp_path, objective="kd", teacher_model=str(ws / "tiny"))
+    meta = run(ws, tmp_path, data=str(ws / "plain"), objective="kd", teacher_model=str(ws / "tiny"))
     losses = kd_losses(meta)
     assert losses[0] < 1e-6 and max(losses) > 0  # equal at the start, apart once the student moves
     assert meta["soft_targets"]["train"] == {"rows the teacher reads as the student does": answer_rows(ws)}
@@ -132,7 +138,7 @@ def _trainer_and_batch(ws, tmp_path, **kw):
     from rationale_distill.training import load_split_rows
     from rationale_distill.training.sft import MultiTaskCollator, make_trainer_class, objective_weights, soft_targets, tokenize_rows
 
-    config = TrainConfig(data=str(ws / "rationale"), student=str(ws / "tiny"), out=str(tmp_path / "x"), **kw)
+    config = TrainConfig(data=str(ws / "plain"), student=str(ws / "tiny"), out=str(tmp_path / "x"), **kw)
     model, tok = load_model(config.student)
     soft = soft_targets(config)
     soft.setup(model, tok, "cpu")
@@ -200,6 +206,14 @@ def test_context_rows_align_the_teachers_completion_with_the_students(ws, tmp_pa
         mine = [t for t, m in zip(item["input_ids"][1:], item["kd_mask"]) if m]
         theirs = [t for t, m in zip(item["teacher_input_ids"][1:], item["teacher_kd_mask"]) if m]
         assert mine == theirs and len(item["teacher_input_ids"]) > len(item["input_ids"]) + 20
+    # an answer row of rationale data: the teacher reads its prompt, then its own response up to the answer
+    rows = [r for r in load_split_rows(ws / "rationale")[0]["train"] if r["task"] == "label"][:3]
+    items, _ = tokenize_rows(rows, tok, 512, soft)
+    for row, item in zip(rows, items):
+        assert row["teacher_prefix"].endswith("So the answer is") and row["completion"].strip() in row["teacher_prefix"]
+        start = item["teacher_kd_mask"].index(1.0) + 1  # the first token the teacher gives a target for
+        before = tok.decode(item["teacher_input_ids"][:start])
+        assert before.endswith("So the answer is") and tok.decode(item["teacher_input_ids"][start:]).strip().startswith(row["completion"].strip())
 
 
 def test_a_teacher_with_another_tokenizer_is_refused_in_one_line(ws, tmp_path):
@@ -308,10 +322,10 @@ def test_kd_with_gradient_accumulation_matches_one_big_batch(ws, tmp_path, extra
     from safetensors.torch import load_file
 
     common = dict(data=str(ws / "rationale"), student=str(ws / "tiny"), teacher_model=str(ws / "deep"), max_steps=1,
-                  learning_rate=1e-2, eval_split="none", save_strategy="no", logging_steps=1, **extra)  # fmt: skip
+                  learning_rate=1e-4, eval_split="none", save_strategy="no", logging_steps=1, **extra)  # fmt: skip
     big = train(TrainConfig(**common, out=str(tmp_path / "big"), batch_size=8, grad_accum=1))
     acc = train(TrainConfig(**common, out=str(tmp_path / "acc"), batch_size=4, grad_accum=2))
     first = lambda out: next(h for h in json.loads((out / "rdistill_train.json").read_text())["log_history"] if "loss" in h)  # noqa: E731
     assert abs(first(big)["loss"] - first(acc)["loss"]) < 1e-5 and first(big)["loss_kd"] > 0
     a, b = load_file(str(big / "model.safetensors")), load_file(str(acc / "model.safetensors"))
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # float32 sums in another order, through Adam's first step
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5  # float32 sums in another order, through Adam's first step

@@ -191,8 +191,10 @@ class TeacherModel(SoftTargets):
     def features(self, row, item, prompt_len):
         ids = item["input_ids"]
         completion = ids[prompt_len:]
-        if "teacher_messages" in row:  # context distillation: the teacher reads the prompt it was sent
+        if row.get("teacher_messages"):  # context distillation: the teacher reads the prompt it was sent
             prompt_ids = self._teacher_prompt(row)
+            if row.get("teacher_prefix"):  # and its own response up to the answer
+                prompt_ids = prompt_ids + self.teacher_tokenizer(row["teacher_prefix"], add_special_tokens=False)["input_ids"]
             budget = self.settings.teacher_max_length - len(completion)
             if len(prompt_ids) > budget:
                 self.count("teacher prompts cut from the left")
@@ -342,7 +344,7 @@ class VoteShares(SoftTargets):
             total = sum(votes.values())
             self.count("answer rows with votes")
             for answer, n in votes.items():
-                soft = {k: v for k, v in row.items() if k not in ("answer_votes", "teacher_logprobs", "teacher_messages")}
+                soft = {k: v for k, v in row.items() if k not in ("answer_votes", "teacher_logprobs", "teacher_messages", "teacher_prefix")}
                 if "messages" in row:
                     soft["messages"] = [*row["messages"][:-1], {"role": "assistant", "content": answer}]
                 else:
