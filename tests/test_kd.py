@@ -329,3 +329,27 @@ def test_kd_with_gradient_accumulation_matches_one_big_batch(ws, tmp_path, extra
     assert abs(first(big)["loss"] - first(acc)["loss"]) < 1e-5 and first(big)["loss_kd"] > 0
     a, b = load_file(str(big / "model.safetensors")), load_file(str(acc / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5  # float32 sums in another order, through Adam's first step
+
+
+def test_precomputed_top_k_teacher_targets_equal_the_live_teacher_at_k_equal_vocabulary(ws, tmp_path):
+    """--kd-source teacher-topk reads the teacher once, keeps its top K per token at float16 and releases it; with K =
+    the vocabulary the loss is the live teacher's (to float16 precision), with a small K it is an approximation."""
+    from transformers import AutoTokenizer
+
+    from rationale_distill.training.sft import batch_counts
+
+    vocab = len(AutoTokenizer.from_pretrained(str(ws / "tiny")))
+    losses = {}
+    for source, k in (("teacher", 20), ("teacher-topk", vocab), ("teacher-topk", 4)):
+        trainer, model, soft, batch = _trainer_and_batch(ws, tmp_path, objective="kd", kd_source=source, kd_top_k=k,
+                                                         teacher_model=str(ws / "deep"), kd_temperature=1.0)  # fmt: skip
+        if source == "teacher-topk":
+            soft.release()
+            assert soft.teacher is None and batch["topk_ids"].shape[-1] == k
+        model.train()
+        trainer._window_counts = batch_counts(batch)
+        losses[(source, k)] = trainer.compute_loss(model, dict(batch)).item()
+    assert abs(losses[("teacher-topk", vocab)] - losses[("teacher", 20)]) < 2e-3
+    assert losses[("teacher-topk", 4)] != losses[("teacher", 20)]
+    meta = run(ws, tmp_path, data=str(ws / "plain"), objective="kd", kd_source="teacher-topk", teacher_model=str(ws / "deep"))
+    assert kd_losses(meta)[0] > 0

@@ -91,3 +91,18 @@ def test_quick_demo_end_to_end(tmp_path, cli, monkeypatch, tmp_path_factory):
     assert summary["train"]["loss_last"] is not None
     assert (out / "student" / "adapter_config.json").is_file() and (out / "report" / "report.md").is_file()
     assert "prompted teacher" in stdout and "distilled student" in stdout
+
+
+def test_quick_demo_with_soft_targets_from_the_prompted_teacher(tmp_path, cli, monkeypatch, tmp_path_factory):
+    """`rdistill demo --objective kd`: the demo's Gemma, reading its engineered prompt, is the white-box teacher of the
+    student that reads the bare input (context distillation with logits). Reuses the quick demo's teacher cache."""
+    monkeypatch.setenv("RDISTILL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "demo-cache"))
+    out = tmp_path / "demo-kd"
+    code, stdout, err = cli("demo", "--quick", "--objective", "kd", "--out", out)
+    assert code == 0, err
+    meta = json.loads((out / "student" / "rdistill_train.json").read_text())
+    assert meta["config"]["objective"] == "kd" and meta["config"]["teacher_model"] == "gemma-3-270m"
+    assert meta["soft_targets"]["train"] == {"rows the teacher reads with the engineered prompt": meta["fit"]["train"]["kept"]}
+    assert any(h.get("loss_kd", 0) > 0 for h in meta["log_history"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["student"]["accuracy"] is not None

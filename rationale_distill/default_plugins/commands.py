@@ -182,12 +182,17 @@ def run_run(args, plugins) -> int:
 def configure_demo(parser):
     parser.add_argument("--quick", action="store_true", help="a smoke run of a couple of minutes (16 questions, 6 steps)")
     parser.add_argument("--out", default="runs/demo", help="the run folder")
+    parser.add_argument("--objective", choices=("sft", "kd", "multitask+kd"), default=None,
+                        help="train the student on the teacher's text (sft, the default), or on its soft targets too: the "
+                             "prompted Gemma is a white-box teacher (kd, multitask+kd; see `rdistill train --help`)")  # fmt: skip
 
 
 def run_demo(args, plugins) -> int:
     from ..pipeline import demo_config, run_pipeline
 
     run = demo_config(out=args.out, quick=args.quick)
+    if args.objective and args.objective != "sft":  # the demo's teacher, read white-box through its engineered prompt
+        run.train = {**run.train, "objective": args.objective, "teacher_model": "gemma-3-270m"}
     console().print(f"rationale-distill demo: Gemma 3 270M teaches itself, offline, on {'a smoke run' if args.quick else 'the look-up task'}"
                     f" -> {run.out}")  # fmt: skip
     summary = run_pipeline(run, plugins=plugins)

@@ -26,5 +26,5 @@ def _source(name):
 
 @hookimpl
 def register_soft_targets(register):
-    for name in ("teacher", "logprobs", "votes"):
+    for name in ("teacher", "teacher-topk", "logprobs", "votes"):
         register(name, _source(name))

@@ -95,9 +95,11 @@ def topk_divergence(logits: torch.Tensor, ids: torch.Tensor, t_logp: torch.Tenso
     # the student's remainder: the log-mass of every token not among this position's top K
     taken = torch.zeros_like(s_all, dtype=torch.bool).scatter(1, ids, present)
     s_rest = torch.logsumexp(s_all.masked_fill(taken, -math.inf), dim=-1, keepdim=True)
+    # the teacher's remainder, log(1 - sum p_k): floored at 1e-6 (rounded logprobs can sum to 1, which would make the
+    # reverse KL infinite), and empty where the student's is (the K tokens are the whole vocabulary: no bucket at all)
     t_mass = torch.logsumexp(t_logp, dim=-1, keepdim=True).clamp(max=0.0)
-    t_rest = torch.log(-torch.expm1(t_mass)).nan_to_num(nan=-math.inf, neginf=-math.inf)  # log(1 - sum p_k)
-    t_rest = torch.where(t_mass > -1e-6, torch.full_like(t_rest, -math.inf), t_rest)  # the top K hold all the mass
+    t_rest = torch.log((-torch.expm1(t_mass)).clamp(min=1e-6))
+    t_rest = torch.where(torch.isinf(s_rest), torch.full_like(t_rest, -math.inf), t_rest)
     s = torch.cat([s_k, s_rest], dim=-1) / temperature
     t = torch.cat([t_logp.float(), t_rest], dim=-1) / temperature
     return divergence(torch.log_softmax(s, dim=-1).nan_to_num(nan=-math.inf), torch.log_softmax(t, dim=-1).nan_to_num(nan=-math.inf), beta)
@@ -147,6 +149,9 @@ class SoftTargets:
 
     def check(self) -> None:
         """Called once the training rows are tokenized: refuse here what only the whole set shows."""
+
+    def release(self) -> None:
+        """Called once every split is tokenized: drop what only ``features`` needed."""
 
     def per_token(self, trainer, model, inputs: dict, extra: dict, kd_mask, hidden, logits) -> torch.Tensor:
         """The divergence at each position with a target, in ``kd_mask``'s row-major order (N,)."""
@@ -227,6 +232,43 @@ class TeacherModel(SoftTargets):
             raise RuntimeError(f"soft targets: {s_hidden.shape[0]} student positions against {t_hidden.shape[0]} teacher positions")
         return full_divergence(s_hidden, model.get_output_embeddings().weight, t_hidden, self.teacher_head,
                                self.settings.beta, self.settings.temperature, s_model=model, t_model=self.teacher)  # fmt: skip
+
+
+class TeacherTopK(TeacherModel):
+    """The white-box teacher read once, before training: its top-K log-probabilities at every completion position are
+    kept (float16, ``--kd-top-k``) and the teacher is released, so a teacher too big to sit beside the student in
+    training only has to fit alone first. Training then uses the K + 1-way divergence of the ``logprobs`` source."""
+
+    name = "teacher-topk"
+    fields = {"topk_ids": 0, "topk_logprobs": -math.inf}
+
+    def features(self, row, item, prompt_len):
+        view = super().features(row, item, prompt_len)
+        ids = torch.tensor([view["teacher_input_ids"]], device=self.device)
+        with torch.no_grad():
+            logits = self.teacher(input_ids=ids, use_cache=False).logits[0].float()
+        at = torch.tensor(view["teacher_kd_mask"], device=self.device) > 0
+        top = logits[at].log_softmax(-1).topk(min(self.settings.top_k, logits.shape[-1]), dim=-1)
+        n, k = len(item["input_ids"]), self.settings.top_k
+        topk_ids, topk_lp = [[0] * k for _ in range(n)], [[-math.inf] * k for _ in range(n)]
+        mine = [p for p, m in enumerate(view["kd_mask"]) if m > 0]
+        values = top.values.half().float().tolist()  # stored at float16 precision
+        for j, p in enumerate(mine):
+            topk_ids[p][: top.indices.shape[1]] = top.indices[j].tolist()
+            topk_lp[p][: top.indices.shape[1]] = values[j]
+        return {"kd_mask": view["kd_mask"], "topk_ids": topk_ids, "topk_logprobs": topk_lp}
+
+    def release(self) -> None:
+        """Every row has its targets: the teacher is no longer needed in memory."""
+        self.teacher = self.teacher_head = None
+        import gc
+
+        gc.collect()
+
+    def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
+        at = kd_mask > 0
+        return topk_divergence(logits[at], extra["topk_ids"][at], extra["topk_logprobs"][at], self.settings.beta,
+                               self.settings.temperature)  # fmt: skip
 
 
 def same_vocab(student_tok, teacher_tok, what: str) -> None:
@@ -362,4 +404,4 @@ class VoteShares(SoftTargets):
         return F.cross_entropy(logits[at].float(), targets[at], reduction="none")
 
 
-SOURCES = {cls.name: cls for cls in (TeacherModel, TopLogprobs, VoteShares)}
+SOURCES = {cls.name: cls for cls in (TeacherModel, TeacherTopK, TopLogprobs, VoteShares)}

@@ -331,6 +331,8 @@ def train_trl_sft(config: TrainConfig, plugins=None) -> Path:
             raise UsageError(f"--kd-source {config.kd_source}: no training row has a soft target ({found})")
     eval_rows = splits.get(config.eval_split) if config.eval_split and config.eval_split != "none" else None
     eval_ds = tokenized(config.eval_split, eval_rows) if eval_rows else None
+    if soft is not None:
+        soft.release()
 
     lr = config.learning_rate or (2e-4 if peft_config else 5e-5)
     args = SFTConfig(
