@@ -106,3 +106,28 @@ def test_the_same_base_model_through_the_chat_endpoint_is_caught_or_does_worse(l
         return
     rate = lambda res: sum(s.ok and s.answer == r.label for r in res.records for s in r.samples)  # noqa: E731
     assert rate(text) > rate(chat)
+
+
+def test_llama_server_logprobs_are_top_k_soft_targets_for_a_student_with_gemmas_tokenizer(llama, tmp_path):
+    """The records' top-K logprobs, as a real llama-server spells its tokens, line up with the student's own tokens
+    when the student has the teacher's tokenizer (a tiny model on Gemma's vocabulary), and train it."""
+    import json
+
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from rationale_distill.student import embedded_model_dir
+    from rationale_distill.training import TrainConfig, train
+
+    generate(llama, tmp_path, "lookup-cot", logprobs=5)
+    build(str(tmp_path / "teacher.jsonl"), BuildConfig(records=str(tmp_path / "teacher.jsonl"), out=str(tmp_path / "data"),
+                                                      mode="label-only", test_fraction=0, validation_fraction=0))  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=2, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "student")
+    tok.save_pretrained(tmp_path / "student")
+    out = train(TrainConfig(data=str(tmp_path / "data"), student=str(tmp_path / "student"), out=str(tmp_path / "s"),
+                            objective="kd", kd_source="logprobs", kd_top_k=5, max_steps=2, eval_split="none"))  # fmt: skip
+    notes = json.loads((out / "rdistill_train.json").read_text())["soft_targets"]["train"]
+    assert notes.get("rows with teacher logprobs", 0) >= 0.8 * sum(notes.values()), notes
