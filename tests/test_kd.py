@@ -353,3 +353,50 @@ def test_precomputed_top_k_teacher_targets_equal_the_live_teacher_at_k_equal_voc
     assert losses[("teacher-topk", 4)] != losses[("teacher", 20)]
     meta = run(ws, tmp_path, data=str(ws / "plain"), objective="kd", kd_source="teacher-topk", teacher_model=str(ws / "deep"))
     assert kd_losses(meta)[0] > 0
+
+
+def test_kd_trains_a_lora_adapter_and_leaves_the_base_alone(ws, tmp_path):
+    """The student's side of the divergence is read from the LM head of the PEFT-wrapped model: LoRA B moves."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    meta = run(ws, tmp_path, objective="multitask+kd", teacher_model=str(ws / "deep"), lora=True, lora_r=4, learning_rate=1e-2)
+    assert kd_losses(meta)[0] > 0 and meta["trainable_parameters"] < meta["parameters"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(ws / "tiny")), str(tmp_path / "s"))
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_on_policy_batches_score_the_students_own_samples_with_the_teacher(ws, tmp_path):
+    """--kd-on-policy 1: the soft term is taken on completions the student samples from the same prompts (GKD's
+    lambda), scored by the teacher reading its own prompt; the hard-label term stays on the data."""
+    from rationale_distill.training.sft import batch_counts
+
+    trainer, model, soft, batch = _trainer_and_batch(ws, tmp_path, objective="kd", teacher_model=str(ws / "deep"), kd_on_policy=1.0)
+    seen = []
+    original = soft.per_token
+
+    def spy(trainer_, model_, inputs, extra, kd_mask, hidden, logits):
+        seen.append((inputs["input_ids"], kd_mask, extra["teacher_input_ids"], extra["teacher_kd_mask"]))
+        return original(trainer_, model_, inputs, extra, kd_mask, hidden, logits)
+
+    soft.per_token = spy
+    model.train()
+    trainer._window_counts = batch_counts(batch)
+    torch.manual_seed(0)
+    loss = trainer.compute_loss(model, dict(batch))
+    assert torch.isfinite(loss) and len(seen) == 1
+    ids, mask, t_ids, t_mask = seen[0]
+    for i in range(ids.shape[0]):
+        start = int((batch["kd_mask"][i] > 0).nonzero()[0]) + 1
+        assert ids[i, :start].tolist() == batch["input_ids"][i, :start].tolist()  # the row's own prompt
+        mine = [t for t, m in zip(ids[i, 1:].tolist(), mask[i].tolist()) if m]
+        theirs = [t for t, m in zip(t_ids[i, 1:].tolist(), t_mask[i].tolist()) if m]
+        assert mine == theirs and mine  # the teacher scores exactly the tokens the student sampled
+    data = [[t for t, m in zip(batch["input_ids"][i, 1:].tolist(), batch["kd_mask"][i].tolist()) if m] for i in range(ids.shape[0])]
+    sampled = [[t for t, m in zip(ids[i, 1:].tolist(), mask[i].tolist()) if m] for i in range(ids.shape[0])]
+    assert sampled != data  # an untrained tiny model does not sample the dataset's answers
+    meta = run(ws, tmp_path, data=str(ws / "plain"), objective="kd", teacher_model=str(ws / "deep"), kd_on_policy=0.5)
+    shares = [h["on_policy"] for h in meta["log_history"] if "on_policy" in h and "loss" in h]
+    assert shares and 0 < sum(shares) / len(shares) < 1
+    with pytest.raises(UsageError, match="--kd-on-policy needs"):
+        run(ws, tmp_path, objective="kd", kd_source="votes", kd_on_policy=0.5)

@@ -40,6 +40,7 @@ class TrainConfig:
     kd_divergence: str = option("forward_kl", help="forward_kl (Hinton), reverse_kl (mode seeking, MiniLLM) or jsd (generalised JSD, --kd-beta)", choices=("forward_kl", "reverse_kl", "jsd"))
     kd_beta: float = option(0.5, help="--kd-divergence jsd: the mixture weight of the teacher", gt=0, lt=1)
     kd_top_k: int = option(20, help="--kd-source logprobs, teacher-topk: top-K alternatives kept per token", ge=1)
+    kd_on_policy: float = option(0.0, help="--kd-source teacher: the share of training batches whose completions the student samples itself and the teacher scores (on-policy distillation, GKD's lambda); 0 keeps to the dataset's completions", ge=0, le=1)
     kd_teacher_max_length: int = option(2048, help="--kd-source teacher: tokens of the teacher's (engineered) prompt plus completion; longer prompts are cut from the left", ge=16)
     student_keep_every: int = option(1, help="initialise a smaller student from --student by keeping every k-th decoder layer (DistilBERT-style); 1 keeps all", ge=1)
     lora: bool = option(False, help="train a LoRA adapter (PEFT) instead of every weight")

@@ -121,6 +121,7 @@ class KDSettings:
     teacher_device: str | None = None
     teacher_max_length: int = 2048
     top_k: int = 20
+    on_policy: float = 0.0  # share of training batches on the student's own samples (teacher source only)
 
 
 class SoftTargets:
@@ -232,6 +233,47 @@ class TeacherModel(SoftTargets):
             raise RuntimeError(f"soft targets: {s_hidden.shape[0]} student positions against {t_hidden.shape[0]} teacher positions")
         return full_divergence(s_hidden, model.get_output_embeddings().weight, t_hidden, self.teacher_head,
                                self.settings.beta, self.settings.temperature, s_model=model, t_model=self.teacher)  # fmt: skip
+
+    def sample_from_student(self, model, inputs, extra, kd_mask):
+        """A batch for the on-policy soft term: each row's prompt (student side and teacher side) followed by a completion
+        the student samples now (temperature 1, as long as the row's own completion at most), with ``kd_mask`` and the
+        teacher's fields on the sampled tokens. Rows are right-padded like the collator's."""
+        tok = self.tokenizer
+        rows = []
+        for i in range(kd_mask.shape[0]):
+            marked = (kd_mask[i] > 0).nonzero().flatten()
+            if len(marked) == 0:
+                continue
+            start, length = int(marked[0]) + 1, len(marked)  # the first completion token, and how many there were
+            t_marked = (extra["teacher_kd_mask"][i] > 0).nonzero().flatten()
+            rows.append((inputs["input_ids"][i, :start].tolist(), extra["teacher_input_ids"][i, : int(t_marked[0]) + 1].tolist(), length))
+        was_training = model.training
+        model.eval()
+        sampled = []
+        with torch.no_grad():
+            for prompt, _, length in rows:  # one at a time: no left padding to undo, and rows are few per micro-batch
+                ids = torch.tensor([prompt], device=kd_mask.device)
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0,
+                                     max_new_tokens=length, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+                new = out[0, len(prompt) :].tolist()
+                if tok.eos_token_id in new:
+                    new = new[: new.index(tok.eos_token_id) + 1]
+                sampled.append(new or [tok.eos_token_id])
+        model.train(was_training)
+        items = []
+        for (prompt, t_prompt, _), new in zip(rows, sampled):
+            ids, t_ids = prompt + new, t_prompt + new
+            items.append({"input_ids": ids, "attention_mask": [1] * len(ids), "kd_mask": completion_mask(len(ids), len(prompt)),
+                          "teacher_input_ids": t_ids, "teacher_attention_mask": [1] * len(t_ids),
+                          "teacher_kd_mask": completion_mask(len(t_ids), len(t_prompt))})  # fmt: skip
+        pads = {"input_ids": tok.pad_token_id, "attention_mask": 0, "kd_mask": 0.0, **self.fields}
+        batch = {}
+        for name, pad in pads.items():
+            width = max(len(it[name]) for it in items)
+            batch[name] = torch.tensor([it[name] + [pad] * (width - len(it[name])) for it in items], device=kd_mask.device)
+        inputs = {k: batch.pop(k) for k in ("input_ids", "attention_mask")}
+        kd = batch.pop("kd_mask")
+        return inputs, batch, kd
 
 
 class TeacherTopK(TeacherModel):

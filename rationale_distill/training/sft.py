@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -178,8 +179,20 @@ def make_trainer_class():
             super().__init__(*args, **kwargs)
             self.task_weights = tuple(task_weights) if task_weights else (1.0, rationale_weight)
             self.soft, self.kd_weight = soft, kd_weight
+            self._rng = random.Random(self.args.seed)  # which batches are on-policy: seeded, like everything else
             self.loss_is_scaled_for_ga = True  # our counts span the accumulation window: no extra division
             self._window_counts = None
+
+        def _forward_for_kd(self, model, inputs):
+            """(what the LM head reads, the logits) of the student on a batch made for the soft term alone."""
+            hidden = {}
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+            hook = head.register_forward_hook(lambda module, args, out: hidden.__setitem__("h", args[0]))
+            try:
+                out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            finally:
+                hook.remove()
+            return hidden["h"], out.logits
 
         def get_batch_samples(self, epoch_iterator, num_batches, device):
             batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -209,10 +222,22 @@ def make_trainer_class():
             loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, self.task_weights, counts[:2])
             mode = "train" if model.training else "eval"
             if self.soft is not None and kd_mask is not None and bool((kd_mask > 0).any()):
-                per_token = self.soft.per_token(self, self.accelerator.unwrap_model(model), {"labels": labels, **inputs},
-                                                extra, kd_mask, hidden.get("h"), outputs.logits)  # fmt: skip
-                kd_sum = (per_token * kd_mask[kd_mask > 0]).sum()
+                unwrapped = self.accelerator.unwrap_model(model)
                 scale = self.soft.settings.temperature**2 if self.soft.tempered else 1.0
+                if model.training and self.soft.settings.on_policy and self._rng.random() < self.soft.settings.on_policy:
+                    # on-policy (GKD): the divergence on completions the student samples now, scored by the teacher;
+                    # their mean stands in for this micro-batch's share of the window's soft-target mass
+                    s_inputs, s_extra, s_mask = self.soft.sample_from_student(unwrapped, inputs, extra, kd_mask)
+                    s_hidden, s_logits = self._forward_for_kd(model, s_inputs)
+                    per_token = self.soft.per_token(self, unwrapped, s_inputs, s_extra, s_mask, s_hidden, s_logits)
+                    kd_sum = per_token.mean() * kd_mask.sum()
+                    self._metrics[mode]["on_policy"].append(1.0)
+                else:
+                    per_token = self.soft.per_token(self, unwrapped, {"labels": labels, **inputs}, extra, kd_mask,
+                                                    hidden.get("h"), outputs.logits)  # fmt: skip
+                    kd_sum = (per_token * kd_mask[kd_mask > 0]).sum()
+                    if model.training and self.soft.settings.on_policy:
+                        self._metrics[mode]["on_policy"].append(0.0)
                 loss = loss + self.kd_weight * scale * kd_sum / counts[2].clamp(min=1e-12)
                 self._metrics[mode]["loss_kd"].append((kd_sum / kd_mask.sum()).item())
             if training and self.accelerator.num_processes > 1:
@@ -252,7 +277,9 @@ def soft_targets(config: TrainConfig, plugins=None):
     settings = KDSettings(source=config.kd_source, weights=weights, kd_weight=kd_weight, temperature=config.kd_temperature,
                           beta=beta_of(config.kd_divergence, config.kd_beta), teacher_model=config.teacher_model,
                           teacher_device=config.teacher_device, teacher_max_length=config.kd_teacher_max_length,
-                          top_k=config.kd_top_k)  # fmt: skip
+                          top_k=config.kd_top_k, on_policy=config.kd_on_policy)  # fmt: skip
+    if config.kd_on_policy and config.kd_source != "teacher":
+        raise UsageError(f"--kd-on-policy needs a teacher that can score the student's own samples: --kd-source teacher, not {config.kd_source}")
     return plugins.soft_targets.get(config.kd_source)(settings)
 
 
