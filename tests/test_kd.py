@@ -127,6 +127,8 @@ def test_a_teacher_identical_to_the_student_gives_zero_kd_at_the_first_step(ws, 
     losses = kd_losses(meta)
     assert losses[0] < 1e-6 and max(losses) > 0  # equal at the start, apart once the student moves
     assert meta["soft_targets"]["train"] == {"rows the teacher reads as the student does": answer_rows(ws)}
+    card = (tmp_path / "s" / "README.md").read_text()
+    assert f"Objective: soft targets: kd from teacher {ws / 'tiny'}, forward_kl, T 2.0, alpha 0.5" in card
 
 
 def _trainer_and_batch(ws, tmp_path, **kw):

@@ -428,3 +428,18 @@ def test_teacher_cost_is_one_answer_at_its_price_not_every_sample(workspace, tmp
     view = teacher_view(str(tmp_path / "t.jsonl"), [Example(r.input, r.input, r.label) for r in records])
     assert view["summary"]["cost_per_1k_usd"] == pytest.approx(2.0)  # $0.002 per answer, not $0.008 per input
     assert view["summary"]["samples_per_answer"] == 4
+
+
+@pytest.mark.parametrize("name", ["linear-decay", "cosine-decay"])
+def test_a_decaying_rationale_weight_follows_its_schedule_step_by_step(workspace, tmp_path, name):
+    from rationale_distill.training.sft import schedule
+
+    out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), max_steps=6,
+                            batch_size=4, learning_rate=1e-3, logging_steps=1, eval_split="none", save_strategy="no",
+                            rationale_weight=2.0, rationale_schedule=name))  # fmt: skip
+    steps = [h for h in log(out) if "loss" in h and "loss_rationale" in h and "loss_label" in h]
+    assert len(steps) >= 4
+    for h in steps:  # logged after step s: the loss was computed at global step s - 1
+        factor = schedule(name, (h["step"] - 1) / 6)
+        assert abs(h["loss"] - (h["loss_label"] + 2.0 * factor * h["loss_rationale"])) < 1e-3 * h["loss"], (h, factor)
+    assert schedule(name, 0) == 1 and abs(schedule(name, 1)) < 1e-9

@@ -30,6 +30,7 @@ class TrainConfig:
     out: str | None = option(None, help="output folder for the trained student (loadable by transformers / peft)")
     trainer: str = option("trl-sft", help="the registered trainer plugin to use")
     rationale_weight: float = option(1.0, help="lambda in L = L_label + lambda * L_rationale", ge=0)
+    rationale_schedule: str = option("constant", help="lambda over training: constant, linear-decay (lambda * (1 - progress)) or cosine-decay (lambda * (1 + cos(pi * progress)) / 2)", choices=("constant", "linear-decay", "cosine-decay"))
     objective: str = option("sft", help="sft: cross-entropy on the teacher's text (multi-task with rationale data); kd: alpha * hard-label CE + (1 - alpha) * T^2 * soft-target divergence; multitask+kd: L_label + lambda * L_rationale + kd_weight * T^2 * L_KD", choices=OBJECTIVES)
     kd_source: str = option("teacher", help="where the soft targets come from (a registered source): teacher (a white-box LM, --teacher-model, read in each step), teacher-topk (the same, read once before training and kept as its top --kd-top-k per token), logprobs (the API teacher's top-K logprobs in the records), votes (the share of each answer in the teacher's samples)")
     teacher_model: str | None = option(None, help="--kd-source teacher: the teacher LM (hub id, folder, .gguf, or gemma-3-270m); it must share the student's tokenizer")
@@ -195,6 +196,24 @@ def train(config: TrainConfig, plugins=None) -> Path:
     return Path(trainer(config))
 
 
+def objective_line(c: dict, mode: str) -> str:
+    """What the student was trained on, in words, for the model card."""
+    soft = f"soft targets: {kd_summary(c)}" if c.get("objective", "sft") != "sft" else ""
+    if mode != "rationale" or c.get("objective") == "kd":
+        return soft or "cross-entropy on the completion tokens"
+    schedule = f" ({c['rationale_schedule']})" if c.get("rationale_schedule", "constant") != "constant" else ""
+    return f"L = L_label + {c['rationale_weight']} x L_rationale{schedule}, one forward pass per batch" + (f"; plus {soft}" if soft else "")
+
+
+def kd_summary(c: dict) -> str:
+    """'kd from teacher gemma-3-270m, forward_kl, T 2.0, alpha 0.5' for the model card."""
+    who = {"teacher": f"teacher {c.get('teacher_model')}", "teacher-topk": f"teacher {c.get('teacher_model')} (top {c.get('kd_top_k')})",
+           "logprobs": f"the API teacher's top-{c.get('kd_top_k')} logprobs", "votes": "the teacher's votes"}.get(c["kd_source"], c["kd_source"])  # fmt: skip
+    weight = f"alpha {c['kd_alpha']}" if c["objective"] == "kd" else f"kd weight {c['kd_weight']}"
+    policy = f", on-policy share {c['kd_on_policy']}" if c.get("kd_on_policy") else ""
+    return f"{c['objective']} from {who}, {c['kd_divergence']}, T {c['kd_temperature']}, {weight}{policy}"
+
+
 def eval_summary(meta: dict) -> str | None:
     """'total 1.234, label 0.456, rationale 2.345' from the last evaluation in the log, per task of the objective."""
     evals = [h for h in meta["log_history"] if "eval_loss" in h]
@@ -221,8 +240,7 @@ def model_card(meta: dict, evaluation: str | None = None) -> str:
         "- Teacher(s): " + ", ".join(f"`{t}`" for t in d.get("teachers", [])) + "; prompt(s): " + ", ".join(f"`{p['name']}`" for p in d.get("prompts", [])),
         f"- Data: `{c['data']}`, mode **{d['config']['mode']}**, label source **{d['config']['label_source']}**, "
         f"{d['examples_kept']} examples, rows {json.dumps(d['rows'], sort_keys=True)}",
-        f"- Objective: L = L_label + {c['rationale_weight']} x L_rationale, one forward pass per batch" if d["config"]["mode"] == "rationale"
-        else "- Objective: cross-entropy on the completion tokens",
+        "- Objective: " + objective_line(c, d["config"]["mode"]),
         f"- Training: {c['epochs']} epochs (max_steps {c['max_steps']}), lr {meta['learning_rate']}, batch {c['batch_size']} x {c['grad_accum']}, "
         f"device {meta['device']}, bf16 {meta['bf16']}, {meta['train_runtime_s'] or 0:.1f} s",
         f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)",

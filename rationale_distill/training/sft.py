@@ -14,6 +14,7 @@ Read top to bottom: tokenize -> collate -> loss -> trainer -> train().
 from __future__ import annotations
 
 import json
+import math
 import platform
 import random
 import shutil
@@ -165,6 +166,16 @@ def multitask_loss(logits, labels, task_ids, weights, counts) -> tuple[torch.Ten
     return loss, parts
 
 
+def schedule(name: str, progress: float) -> float:
+    """The factor on lambda at this point of training (progress in [0, 1]): constant, linear-decay or cosine-decay.
+    A decaying lambda leans on the rationales early and on the answer late."""
+    if name == "linear-decay":
+        return 1.0 - progress
+    if name == "cosine-decay":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
 # --- trainer ---------------------------------------------------------------------------------------------------
 
 
@@ -175,9 +186,11 @@ def make_trainer_class():
         """SFTTrainer whose loss is w_label L_label + lambda L_rationale (+ w_kd T^2 L_KD with soft targets), each
         term averaged over its own completion tokens (soft-target mass) in the accumulation window."""
 
-        def __init__(self, *args, rationale_weight: float = 1.0, task_weights=None, soft=None, kd_weight: float = 0.0, **kwargs):
+        def __init__(self, *args, rationale_weight: float = 1.0, task_weights=None, soft=None, kd_weight: float = 0.0,
+                     rationale_schedule: str = "constant", **kwargs):  # fmt: skip
             super().__init__(*args, **kwargs)
             self.task_weights = tuple(task_weights) if task_weights else (1.0, rationale_weight)
+            self.rationale_schedule = rationale_schedule
             self.soft, self.kd_weight = soft, kd_weight
             self._rng = random.Random(self.args.seed)  # which batches are on-policy: seeded, like everything else
             self.loss_is_scaled_for_ga = True  # our counts span the accumulation window: no extra division
@@ -219,7 +232,10 @@ def make_trainer_class():
             finally:
                 if hook is not None:
                     hook.remove()
-            loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, self.task_weights, counts[:2])
+            weights = self.task_weights
+            if model.training and self.rationale_schedule != "constant" and self.state.max_steps:
+                weights = (weights[0], weights[1] * schedule(self.rationale_schedule, self.state.global_step / self.state.max_steps))
+            loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, weights, counts[:2])
             mode = "train" if model.training else "eval"
             if self.soft is not None and kd_mask is not None and bool((kd_mask > 0).any()):
                 unwrapped = self.accelerator.unwrap_model(model)
@@ -378,7 +394,8 @@ def train_trl_sft(config: TrainConfig, plugins=None) -> Path:
     weights, kd_weight = objective_weights(config)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                       data_collator=MultiTaskCollator(tokenizer.pad_token_id, soft.fields if soft else None),
-                      peft_config=peft_config, task_weights=weights, soft=soft, kd_weight=kd_weight)  # fmt: skip
+                      peft_config=peft_config, task_weights=weights, soft=soft, kd_weight=kd_weight,
+                      rationale_schedule=config.rationale_schedule)  # fmt: skip
     if not config.resume and checkpoints.is_dir():
         shutil.rmtree(checkpoints)  # another run's checkpoints would mix with this one's (and be rotated out)
     trainer.add_callback(CheckpointMark(fingerprint(config, LENGTH)))
