@@ -230,7 +230,7 @@ def test_a_teacher_with_another_tokenizer_is_refused_in_one_line(ws, tmp_path):
 def test_vote_shares_become_weighted_answer_rows(ws, tmp_path):
     from rationale_distill.training.kd import KDSettings, VoteShares
 
-    source = VoteShares(KDSettings(source="votes", weights=(0.5, 0), kd_weight=0.5, temperature=1, beta=0))
+    source = VoteShares(KDSettings(source="votes", temperature=1, beta=0))
     row = {"task": "label", "prompt": "[label] Q: 3 + 4?", "completion": " 7",
            "answer_votes": [{"answer": " 7", "samples": 3}, {"answer": " 8", "samples": 2}]}  # fmt: skip
     out = source.prepare([row, {"task": "rationale", "prompt": "p", "completion": "c"}])

@@ -113,8 +113,6 @@ class KDSettings:
     """What the trainer needs to know about the objective, from TrainConfig."""
 
     source: str
-    weights: tuple[float, float]  # (label, rationale) term weights
-    kd_weight: float
     temperature: float
     beta: float
     teacher_model: str | None = None
@@ -125,10 +123,12 @@ class KDSettings:
 
 
 class SoftTargets:
-    """One source of soft targets. The trainer calls, in order: ``prepare`` once per split on the dataset's rows,
-    ``features`` once per tokenized row, and ``per_token`` in each training step. ``fields`` names the per-row tensors
+    """One source of soft targets. The trainer calls, in order: ``setup`` once the student is loaded, then per split
+    ``prepare`` on the dataset's rows and ``features`` on each tokenized row, ``check`` after the training split,
+    ``release`` after the last split, and ``per_token`` in each training step. ``fields`` names the per-row tensors
     ``features`` adds (padded by the collator with the given value); ``kd_mask`` (a weight per position: which
-    completion positions carry a target, in the causal-shift convention of the loss) is added by every source."""
+    completion positions carry a target, in the causal-shift convention of the loss) is added by every source.
+    ``tempered`` says whether the term is scaled by T^2. A source with ``sample_from_student`` can go on-policy."""
 
     name = "?"
     fields: dict = {}
@@ -283,6 +283,7 @@ class TeacherTopK(TeacherModel):
 
     name = "teacher-topk"
     fields = {"topk_ids": 0, "topk_logprobs": -math.inf}
+    sample_from_student = None  # the teacher is gone by the time the student samples: no on-policy batches
 
     def features(self, row, item, prompt_len):
         view = super().features(row, item, prompt_len)

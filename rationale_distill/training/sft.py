@@ -289,14 +289,14 @@ def soft_targets(config: TrainConfig, plugins=None):
     plugins = plugins or load_plugins()
     if config.kd_source not in plugins.soft_targets:
         raise UsageError(f"--kd-source {config.kd_source}: unknown source of soft targets (known: {', '.join(plugins.soft_targets.names())})")
-    weights, kd_weight = objective_weights(config)
-    settings = KDSettings(source=config.kd_source, weights=weights, kd_weight=kd_weight, temperature=config.kd_temperature,
+    settings = KDSettings(source=config.kd_source, temperature=config.kd_temperature,
                           beta=beta_of(config.kd_divergence, config.kd_beta), teacher_model=config.teacher_model,
                           teacher_device=config.teacher_device, teacher_max_length=config.kd_teacher_max_length,
                           top_k=config.kd_top_k, on_policy=config.kd_on_policy)  # fmt: skip
-    if config.kd_on_policy and config.kd_source != "teacher":
+    source = plugins.soft_targets.get(config.kd_source)(settings)
+    if config.kd_on_policy and not callable(getattr(source, "sample_from_student", None)):
         raise UsageError(f"--kd-on-policy needs a teacher that can score the student's own samples: --kd-source teacher, not {config.kd_source}")
-    return plugins.soft_targets.get(config.kd_source)(settings)
+    return source
 
 
 def train_trl_sft(config: TrainConfig, plugins=None) -> Path:
