@@ -196,16 +196,35 @@ def make_trainer_class():
             self.loss_is_scaled_for_ga = True  # our counts span the accumulation window: no extra division
             self._window_counts = None
 
-        def _forward_for_kd(self, model, inputs):
-            """(what the LM head reads, the logits) of the student on a batch made for the soft term alone."""
+        def _forward(self, model, inputs: dict, capture: bool):
+            """(outputs, what the LM head read: the student's side of the chunked divergence, when ``capture``)."""
             hidden = {}
-            head = self.accelerator.unwrap_model(model).get_output_embeddings()
-            hook = head.register_forward_hook(lambda module, args, out: hidden.__setitem__("h", args[0]))
+            hook = None
+            if capture:
+                head = self.accelerator.unwrap_model(model).get_output_embeddings()
+                hook = head.register_forward_hook(lambda module, args, out: hidden.__setitem__("h", args[0]))
             try:
-                out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+                return model(**inputs, use_cache=False), hidden.get("h")
             finally:
-                hook.remove()
-            return hidden["h"], out.logits
+                if hook is not None:
+                    hook.remove()
+
+        def _soft_term(self, model, inputs, labels, extra, kd_mask, hidden, logits, mode):
+            """The sum of the weighted divergences at this micro-batch's soft-target positions (before T^2 and the
+            window's normaliser). On an on-policy batch (GKD) they are taken on completions the student samples now,
+            scored by the teacher, and their mean stands in for this micro-batch's share of the soft-target mass."""
+            unwrapped = self.accelerator.unwrap_model(model)
+            policy = self.soft.settings.on_policy if model.training else 0.0
+            if policy and self._rng.random() < policy:
+                s_inputs, s_extra, s_mask = self.soft.sample_from_student(unwrapped, inputs, extra, kd_mask)
+                s_out, s_hidden = self._forward(model, s_inputs, capture=True)
+                per_token = self.soft.per_token(self, unwrapped, s_inputs, s_extra, s_mask, s_hidden, s_out.logits)
+                self._metrics[mode]["on_policy"].append(1.0)
+                return per_token.mean() * kd_mask.sum()
+            if policy:
+                self._metrics[mode]["on_policy"].append(0.0)
+            per_token = self.soft.per_token(self, unwrapped, {"labels": labels, **inputs}, extra, kd_mask, hidden, logits)
+            return (per_token * kd_mask[kd_mask > 0]).sum()
 
         def get_batch_samples(self, epoch_iterator, num_batches, device):
             batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -222,38 +241,15 @@ def make_trainer_class():
             labels, task_ids = inputs.pop("labels"), inputs.pop("task_ids")
             kd_mask = inputs.pop("kd_mask", None)
             extra = {k: inputs.pop(k) for k in (self.soft.fields if self.soft else ())}
-            hidden = {}
-            hook = None
-            if self.soft is not None:  # what the LM head reads: the student's side of the chunked divergence
-                head = self.accelerator.unwrap_model(model).get_output_embeddings()
-                hook = head.register_forward_hook(lambda module, args, out: hidden.__setitem__("h", args[0]))
-            try:
-                outputs = model(**inputs, use_cache=False)  # one forward pass for every task
-            finally:
-                if hook is not None:
-                    hook.remove()
+            outputs, hidden = self._forward(model, inputs, capture=self.soft is not None)  # one pass for every task
             weights = self.task_weights
             if model.training and self.rationale_schedule != "constant" and self.state.max_steps:
                 weights = (weights[0], weights[1] * schedule(self.rationale_schedule, self.state.global_step / self.state.max_steps))
             loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, weights, counts[:2])
             mode = "train" if model.training else "eval"
             if self.soft is not None and kd_mask is not None and bool((kd_mask > 0).any()):
-                unwrapped = self.accelerator.unwrap_model(model)
+                kd_sum = self._soft_term(model, inputs, labels, extra, kd_mask, hidden, outputs.logits, mode)
                 scale = self.soft.settings.temperature**2 if self.soft.tempered else 1.0
-                if model.training and self.soft.settings.on_policy and self._rng.random() < self.soft.settings.on_policy:
-                    # on-policy (GKD): the divergence on completions the student samples now, scored by the teacher;
-                    # their mean stands in for this micro-batch's share of the window's soft-target mass
-                    s_inputs, s_extra, s_mask = self.soft.sample_from_student(unwrapped, inputs, extra, kd_mask)
-                    s_hidden, s_logits = self._forward_for_kd(model, s_inputs)
-                    per_token = self.soft.per_token(self, unwrapped, s_inputs, s_extra, s_mask, s_hidden, s_logits)
-                    kd_sum = per_token.mean() * kd_mask.sum()
-                    self._metrics[mode]["on_policy"].append(1.0)
-                else:
-                    per_token = self.soft.per_token(self, unwrapped, {"labels": labels, **inputs}, extra, kd_mask,
-                                                    hidden.get("h"), outputs.logits)  # fmt: skip
-                    kd_sum = (per_token * kd_mask[kd_mask > 0]).sum()
-                    if model.training and self.soft.settings.on_policy:
-                        self._metrics[mode]["on_policy"].append(0.0)
                 loss = loss + self.kd_weight * scale * kd_sum / counts[2].clamp(min=1e-12)
                 self._metrics[mode]["loss_kd"].append((kd_sum / kd_mask.sum()).item())
             if training and self.accelerator.num_processes > 1:
