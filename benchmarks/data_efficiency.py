@@ -4,6 +4,16 @@
     python benchmarks/data_efficiency.py --plot-only        # redraw from what is done
     python benchmarks/data_efficiency.py --lambdas 0,0.25,4 --fractions 0.125,0.25   # the lambda sweep (multi-task)
     python benchmarks/data_efficiency.py --faithful --fractions 0.25 --seeds 3   # multi-task with and without the grounded filter
+    python benchmarks/data_efficiency.py --task twohop --teacher program --seeds 3   # a task whose answer needs steps (#14)
+
+Tasks (--task): `lookup` (the demo's "who has what": the rationale is one copied clause), `twohop` (who has what, then
+where the thing is) and `arith` (two-step word problems), from examples/make_step_tasks.py; the answer of the last
+two depends on an intermediate result the rationale states. Teachers (--teacher): `gemma` (the embedded Gemma 3
+270M behind the task's few-shot CoT prompt: the real, noisy teacher, 4 samples per question) or `program`
+(plugins/step_teacher.py: correct rationales by rule, so the student-side effect is measured without teacher noise).
+Besides label-only, single-task and multi-task, every grid has `label-only (equal steps)`: label-only trained for as
+many optimiser steps as multi-task at the same fraction and seed (multi-task sees two rows per example), and the
+single-task students' latency is recorded (they must write the rationale before the answer).
 
 Teacher: the demo's prompted Gemma 3 270M, 4 samples per question over all 200 training questions (cached: a
 re-run makes no teacher call). Students: Gemma 3 270M + LoRA trained with label-only (standard distillation),
@@ -31,6 +41,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "data_efficiency.jsonl"
 LAMBDA_RUNS = RESULTS / "data_efficiency_lambda.jsonl"
@@ -38,30 +49,54 @@ TEACHER = RESULTS / "data_efficiency_teacher.json"
 FAITHFUL_RUNS = RESULTS / "data_efficiency_faithful.jsonl"
 ANSWER_FILTERS = ["parsed", "agrees", "rationale-length", "dedup"]  # the build's defaults in rationale mode
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+STEP_FRACTIONS = (0.05, 0.125, 0.25, 0.5, 1.0)  # the step tasks: five fractions from 5% to 100%
 METHODS = {"label-only": "label-only", "single-task": "single-task", "multi-task": "rationale"}
+EQUAL_STEPS = "label-only (equal steps)"  # label-only for as many optimiser steps as multi-task
+TASKS = {"lookup": "lookup-cot", "twohop": "twohop-cot", "arith": "arith-cot"}  # task -> the teacher's CoT prompt
+TEACHERS = {"gemma": "local/gemma-3-270m", "program": "step-teacher"}
 
 
-def teacher_records(work: Path) -> tuple[Path, Path]:
+def tag(task: str, teacher: str) -> str:
+    """'' for the demo's task and teacher (the original file names), else '-twohop-program' and the like."""
+    return "" if (task, teacher) == ("lookup", "gemma") else f"-{task}-{teacher}"
+
+
+def result_file(path: Path, task: str, teacher: str) -> Path:
+    return path.with_name(path.stem + tag(task, teacher) + path.suffix)
+
+
+def generation(work: Path, task: str, teacher: str, test: bool):
+    """(the generate config, plugins) for a task's train or test questions with a teacher."""
+    from rationale_distill.pipeline import demo_config, stage_configs
+    from rationale_distill.plugins import load_plugins
+
+    run = demo_config(out=str(work))
+    gen, _, _ = stage_configs(run)
+    data = run.test_data if task == "lookup" and test else run.data if task == "lookup" else str(ROOT / "rationale_distill" / "demo" / f"{task}_{'test' if test else 'train'}.jsonl")
+    name = f"teacher{'-test' if test else ''}{tag(task, teacher)}.jsonl"
+    program = teacher == "program"
+    gen = replace(gen, data=data, prompt=TASKS[task], teachers=[TEACHERS[teacher]], limit=None, out=str(work / name),
+                  samples=1 if test or program else gen.samples, temperature=0.0 if test else gen.temperature)  # fmt: skip
+    if test:
+        gen = replace(gen, concurrency=16)
+    return gen, load_plugins(plugins_dirs=[str(ROOT / "plugins")] if program else ())
+
+
+def teacher_records(work: Path, task: str = "lookup", teacher: str = "gemma") -> tuple[Path, Path]:
     """Teacher records on every training question, and the prompted teacher's records on the test questions."""
     import rationale_distill as rd
-    from rationale_distill.pipeline import demo_config, stage_configs
 
-    run = demo_config(out=str(work))
-    gen, _, _ = stage_configs(run)
-    train = replace(gen, limit=None, out=str(work / "teacher.jsonl"))
-    rd.generate(train, progress=True)
-    return Path(train.out), teacher_test_records(work)
+    train, plugins = generation(work, task, teacher, test=False)
+    rd.generate(train, plugins=plugins, progress=True)
+    return Path(train.out), teacher_test_records(work, task, teacher)
 
 
-def teacher_test_records(work: Path) -> Path:
+def teacher_test_records(work: Path, task: str = "lookup", teacher: str = "gemma") -> Path:
     """The prompted teacher's greedy answers on the test questions (cached: a re-run makes no call)."""
     import rationale_distill as rd
-    from rationale_distill.pipeline import demo_config, stage_configs
 
-    run = demo_config(out=str(work))
-    gen, _, _ = stage_configs(run)
-    test = replace(gen, data=run.test_data, limit=None, samples=1, temperature=0.0, concurrency=16, out=str(work / "teacher-test.jsonl"))
-    rd.generate(test, progress=True)
+    test, plugins = generation(work, task, teacher, test=True)
+    rd.generate(test, plugins=plugins, progress=True)
     return Path(test.out)
 
 
@@ -72,34 +107,52 @@ def subset(records_path: Path, fraction: float, seed: int, work: Path) -> Path:
     records = [r for r in read_records(records_path) if any(s.ok and s.answer == r.label for s in r.samples)]
     records.sort(key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
     keep = records[: max(1, round(fraction * len(records)))]
-    path = work / f"records-{fraction}-{seed}.jsonl"
+    stem = records_path.stem.replace("teacher", "records", 1)  # records-twohop-program-0.25-0.jsonl, records-0.25-0.jsonl
+    path = work / f"{stem}-{fraction}-{seed}.jsonl"
     write_jsonl(path, keep)
     return path
 
 
+EPOCHS, BATCH = 2, 8
+
+
 def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path, rationale_weight: float = 1.0,
-            filters: list[str] | None = None) -> dict:  # fmt: skip
+            filters: list[str] | None = None, schedule: str = "constant", max_length: int = 96) -> dict:  # fmt: skip
+    import math
+
     import rationale_distill as rd
 
     sub = subset(records, fraction, seed, work)
-    data = work / f"data-{method}-{fraction}-{seed}-{'+'.join(filters or ['default'])}"
-    _, report = rd.build(str(sub), rd.BuildConfig(records=str(sub), out=str(data), mode=METHODS[method], filters=filters,
-                                                   validation_fraction=0.0, test_fraction=0.0, seed=seed))  # fmt: skip
-    student = work / f"student-{method}-{fraction}-{seed}"
-    rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=2, batch_size=8,
-                            learning_rate=5e-4, max_length=96, seed=seed, eval_split="none", save_strategy="no",
-                            rationale_weight=rationale_weight))  # fmt: skip
-    evaluation = rd.evaluate(rd.EvalConfig(student=str(student), data=test_data, label_field="answer", latency_samples=1))
+    mode = METHODS.get(method, "label-only")
+
+    def dataset(mode):
+        data = work / f"data-{sub.stem}-{mode}-{'+'.join(filters or ['default'])}"
+        _, report = rd.build(str(sub), rd.BuildConfig(records=str(sub), out=str(data), mode=mode, filters=filters,
+                                                       validation_fraction=0.0, test_fraction=0.0, seed=seed))  # fmt: skip
+        return data, report
+
+    data, report = dataset(mode)
+    max_steps = -1
+    if method == EQUAL_STEPS:  # as many steps as the multi-task student of this fraction and seed takes
+        multi_rows = sum(dataset("rationale")[1]["rows"].values())
+        max_steps = math.ceil(multi_rows / BATCH) * EPOCHS
+    student = work / f"student-{method.replace(' ', '_')}-{sub.stem}"
+    rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=EPOCHS, batch_size=BATCH,
+                            learning_rate=5e-4, max_length=max_length, seed=seed,
+                            eval_split="none", save_strategy="no", rationale_weight=rationale_weight,
+                            rationale_schedule=schedule, max_steps=max_steps))  # fmt: skip
+    evaluation = rd.evaluate(rd.EvalConfig(student=str(student), data=test_data, label_field="answer", latency_samples=4 if method == "single-task" else 1))
     shutil.rmtree(student, ignore_errors=True)
     result = {"method": method, "fraction": fraction, "seed": seed, "examples": report["examples_kept"],
-              "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"]}  # fmt: skip
+              "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"],
+              "latency_s": evaluation["student"]["latency_s"], "max_steps": max_steps}  # fmt: skip
     if filters:
         result["filters"] = filters
         result["dropped"] = {k: v for k, v in report["filters"].items() if k not in ("kept", "extra-rationale")}
     return result
 
 
-def teacher_accuracy(path: Path) -> dict:
+def teacher_accuracy(path: Path, out: Path = TEACHER) -> dict:
     """The prompted teacher's accuracy on the test questions, with its 95% Wilson interval; kept beside the results
     (TEACHER) so that --plot-only can rebuild the table without the work folder."""
     from rationale_distill.records import read_records
@@ -108,7 +161,7 @@ def teacher_accuracy(path: Path) -> dict:
     records = read_records(path)
     right = sum(r.majority == r.label for r in records)
     found = {"accuracy": right / len(records), "n": len(records), "ci95": wilson(right, len(records))}
-    TEACHER.write_text(json.dumps(found) + "\n")
+    out.write_text(json.dumps(found) + "\n")
     return found
 
 
@@ -132,18 +185,21 @@ def cell(accs: list[float]) -> str:
     return f"{mean:.1f} ± {sd:.1f} [{max(0.0, low):.0f}-{min(100.0, high):.0f}] (n={len(accs)})"
 
 
-def plot(teacher: dict | None) -> None:
+def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = read_runs(RUNS)
+    runs = read_runs(result_file(RUNS, task, who))
+    fractions = sorted({r["fraction"] for r in runs}) or list(FRACTIONS)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    lines = ["| method | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in FRACTIONS) + " |", "|---|" + "---|" * len(FRACTIONS)]
-    for method, color in zip(METHODS, ("#636363", "#fd8d3c", "#2b8cbe")):
+    lines = ["| method | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
+    for method, color in zip([*METHODS, EQUAL_STEPS], ("#636363", "#fd8d3c", "#2b8cbe", "#969696")):
+        if not any(r["method"] == method for r in runs):
+            continue
         xs, ys, errs, cells = [], [], [], []
-        for f in FRACTIONS:
+        for f in fractions:
             accs = [r["accuracy"] for r in runs if r["method"] == method and r["fraction"] == f]
             cells.append(cell(accs))
             if accs:
@@ -157,28 +213,31 @@ def plot(teacher: dict | None) -> None:
     if teacher is not None:
         ax.axhline(100 * teacher["accuracy"], color="#e6550d", linestyle="--", label="prompted teacher")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(list(FRACTIONS), [f"{f:g}" for f in FRACTIONS])
+    ax.set_xticks(list(fractions), [f"{f:g}" for f in fractions])
     ax.set_xlabel("fraction of training examples")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Data efficiency on the demo task (Gemma 3 270M + LoRA)")
+    teacher_name = "the prompted Gemma 3 270M" if who == "gemma" else "the programmatic step teacher"
+    ax.set_title(f"Data efficiency, task {task}, teacher: {teacher_name}\n(student: Gemma 3 270M + LoRA)", fontsize=9)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(RESULTS / "data_efficiency.png", dpi=110)
+    png = result_file(RESULTS / "data_efficiency.png", task, who)
+    fig.savefig(png, dpi=110)
     table = "\n".join(lines)
-    note = (f"Prompted teacher (greedy, {teacher['n']} test questions): {100 * teacher['accuracy']:.1f}% (95% Wilson interval "
+    note = (f"The teacher ({teacher_name}; greedy, {teacher['n']} test questions): {100 * teacher['accuracy']:.1f}% (95% Wilson interval "
             f"{100 * teacher['ci95'][0]:.1f}-{100 * teacher['ci95'][1]:.1f})" if teacher else "")  # fmt: skip
-    (RESULTS / "data_efficiency.md").write_text(
-        f"# Data efficiency (test accuracy %: mean ± std [95% t-interval of the mean] over n seeds; {os.cpu_count()} CPU cores)\n\n"
-        f"`python benchmarks/data_efficiency.py --seeds 3`\n\n{table}\n\n{note}\n\n![data efficiency](data_efficiency.png)\n"
+    cmd = "python benchmarks/data_efficiency.py --seeds 3" + ("" if not tag(task, who) else f" --task {task} --teacher {who}")
+    result_file(RESULTS / "data_efficiency.md", task, who).write_text(
+        f"# Data efficiency, task {task}, teacher {who} (test accuracy %: mean ± std [95% t-interval of the mean] over n seeds; "
+        f"{os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n\n{note}\n\n![data efficiency]({png.name})\n"
     )
     print(table)
     print(note)
 
 
-def lambda_table() -> None:
+def lambda_table(path: Path = LAMBDA_RUNS, main_path: Path = RUNS) -> None:
     """multi-task accuracy by lambda and fraction (lambda = 1 and label-only from the main runs, same seeds)."""
-    runs, main_runs = read_runs(LAMBDA_RUNS), read_runs(RUNS)
+    runs, main_runs = read_runs(path), read_runs(main_path)
     fractions = sorted({r["fraction"] for r in runs})
     seeds = sorted({r["seed"] for r in runs})
     rows = [("label-only", [r for r in main_runs if r["method"] == "label-only"])]
@@ -192,7 +251,7 @@ def lambda_table() -> None:
     table = "\n".join(lines)
     cmd = f"python benchmarks/data_efficiency.py --lambdas {','.join(f'{x:g}' for x in sorted({r['lambda'] for r in runs}))} " \
           f"--fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"  # fmt: skip
-    (RESULTS / "data_efficiency_lambda.md").write_text(
+    path.with_suffix(".md").write_text(
         f"# Lambda sweep (multi-task, test accuracy %: mean ± std [95% t-interval of the mean] over seeds {seeds})\n\n`{cmd}`\n\n{table}\n")
     print(table)
 
@@ -225,27 +284,33 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "rdistill-data-efficiency"))
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--lambdas", help="comma-separated rationale weights: run the lambda sweep (multi-task only)")
-    parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="comma-separated data fractions")
+    parser.add_argument("--fractions", help="comma-separated data fractions (default: 0.125,0.25,0.5,1 on lookup, 0.05,0.125,0.25,0.5,1 on the step tasks)")
+    parser.add_argument("--task", choices=sorted(TASKS), default="lookup")
+    parser.add_argument("--teacher", choices=sorted(TEACHERS), default="gemma")
+    parser.add_argument("--schedule", choices=("constant", "linear-decay", "cosine-decay"), default="constant",
+                        help="with --lambdas: the rationale-weight schedule of the sweep")  # fmt: skip
     parser.add_argument("--faithful", action="store_true", help="multi-task with the grounded filter, against the main multi-task runs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     RESULTS.mkdir(exist_ok=True)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    task, who = args.task, args.teacher
+    teacher_file = result_file(TEACHER, task, who)
     if args.plot_only:  # tables and plot again from the committed results
-        plot(json.loads(TEACHER.read_text()) if TEACHER.is_file() else teacher_accuracy(teacher_test_records(work)))
+        plot(json.loads(teacher_file.read_text()) if teacher_file.is_file() else teacher_accuracy(teacher_test_records(work, task, who), teacher_file), task, who)
         if LAMBDA_RUNS.is_file():
             lambda_table()
         if FAITHFUL_RUNS.is_file():
             faithful_table()
         return
-    records, test_records = teacher_records(work)
-    if not TEACHER.is_file():
-        teacher_accuracy(test_records)
-    from rationale_distill.pipeline import demo_config
-
-    test_data = demo_config().test_data
-    fractions = [float(x) for x in args.fractions.split(",")]
+    records, test_records = teacher_records(work, task, who)
+    if not teacher_file.is_file():
+        teacher_accuracy(test_records, teacher_file)
+    test_data = generation(work, task, who, test=True)[0].data
+    default = FRACTIONS if task == "lookup" else STEP_FRACTIONS
+    fractions = [float(x) for x in args.fractions.split(",")] if args.fractions else list(default)
+    max_length = 96 if task == "lookup" else 128
     # One grid either way: the methods (lambda None: the default weight), or multi-task at each swept lambda.
     variant_filters = {}
     if args.faithful:  # both arms in this run, interleaved: the same code, subsets and seeds
@@ -253,11 +318,14 @@ def main() -> None:
         variant_filters = {"answer": ANSWER_FILTERS, "grounded": ANSWER_FILTERS[:2] + ["grounded"] + ANSWER_FILTERS[2:]}
         report = faithful_table
     elif args.lambdas:
-        variants, path = [("multi-task", float(x)) for x in args.lambdas.split(",")], LAMBDA_RUNS
-        report = lambda_table
+        path = result_file(LAMBDA_RUNS, task, who)
+        if args.schedule != "constant":
+            path = path.with_name(f"{path.stem}-{args.schedule}{path.suffix}")
+        variants = [("multi-task", float(x)) for x in args.lambdas.split(",")]
+        report = lambda: lambda_table(path, result_file(RUNS, task, who))  # noqa: E731
     else:
-        variants, path = [(m, None) for m in METHODS], RUNS
-        report = lambda: plot(teacher_accuracy(test_records))  # noqa: E731
+        variants, path = [(m, None) for m in [*METHODS, EQUAL_STEPS]], result_file(RUNS, task, who)
+        report = lambda: plot(teacher_accuracy(test_records, teacher_file), task, who)  # noqa: E731
     done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path)}
     for seed in range(args.seeds):
         for fraction in fractions:
@@ -266,7 +334,8 @@ def main() -> None:
                     continue
                 filters = variant_filters.get(lam)
                 weight = 1.0 if lam is None or filters else lam
-                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=weight, filters=filters)
+                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=weight, filters=filters,
+                                 schedule=args.schedule if args.lambdas else "constant", max_length=max_length)  # fmt: skip
                 if filters:
                     result["arm"] = lam
                 elif lam is not None:
