@@ -59,6 +59,7 @@ class BuildConfig:
     validation_fraction: float = option(0.1, help="fraction of examples for validation", ge=0, lt=1)
     test_fraction: float = option(0.1, help="fraction of examples for test", ge=0, lt=1)
     seed: int = option(0, help="split seed", ge=0)
+    soft_target_fields: bool = option(True, help="keep on each row what `train --objective kd` reads: answer votes, the teacher's logprobs, and the prompt it was sent (--no-soft-target-fields for lean files when the prompt is long and you train on text only)")
 
 
 @dataclass
@@ -280,7 +281,7 @@ SOFT_FIELDS = ("answer_votes", "teacher_logprobs", "teacher_messages", "teacher_
 
 def formatted(row: dict, config: BuildConfig) -> dict:
     base = {"id": row["id"], "task": row["task"], **{k: row[k] for k in ("gold", "teacher") if k in row}}
-    soft = {k: row[k] for k in SOFT_FIELDS if k in row}  # after the text: what `train --objective kd` reads
+    soft = {k: row[k] for k in SOFT_FIELDS if k in row} if config.soft_target_fields else {}  # what `train --objective kd` reads
     if "answer_votes" in soft and config.format == "prompt-completion":  # the answers as the completion spells them
         soft["answer_votes"] = [{**v, "answer": config.completion_prefix + v["answer"]} for v in soft["answer_votes"]]
     if config.format == "messages":

@@ -300,6 +300,10 @@ def test_the_builder_keeps_votes_logprobs_and_the_teachers_prompt_for_soft_targe
 
     hf = load_from_disk(str(tmp_path / "d" / "dataset"))["train"]
     assert "answer_votes" in hf.column_names and "teacher_logprobs" in hf.column_names
+    build(str(tmp_path / "t.jsonl"), BuildConfig(records=str(tmp_path / "t.jsonl"), out=str(tmp_path / "lean"), test_fraction=0,
+                                                 validation_fraction=0, soft_target_fields=False))  # fmt: skip
+    lean = [json.loads(x) for x in (tmp_path / "lean" / "train.jsonl").read_text().splitlines()]
+    assert all(set(r) == {"id", "task", "prompt", "completion"} for r in lean)
 
 
 def test_a_half_depth_student_keeps_every_other_layer_and_reloads_at_that_depth(ws, tmp_path):
