@@ -49,6 +49,7 @@ ARMS = {  # name: (student kind, build mode, train settings)
     "half-depth label SFT": ("half", "label-only", dict(objective="sft")),
     "half-depth label KD": ("half", "label-only", dict(objective="kd", kd_alpha=0.5, kd_temperature=2.0)),
 }
+SFT_OF = {"label KD": "label SFT", "multi-task + KD": "multi-task SFT", "half-depth label KD": "half-depth label SFT"}
 STUDENTS = {"same": dict(lora=True, lora_r=16, learning_rate=5e-4), "half": dict(student_keep_every=2, learning_rate=1e-4)}
 
 
@@ -98,18 +99,20 @@ def table(runs: list[dict]) -> str:
     import statistics
 
     teacher = json.loads((RESULTS / "data_efficiency_teacher.json").read_text()) if (RESULTS / "data_efficiency_teacher.json").is_file() else None
-    lines = ["| arm | student | accuracy, % | agreement with the teacher, % | s / step (median) | peak RSS, MiB (median) | seeds |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| arm | student | accuracy, % | agreement with the teacher, % | s / step (median) | vs its SFT arm | peak RSS, MiB (median) | vs its SFT arm | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    median = lambda arm, key: statistics.median(r[key] for r in runs if r["arm"] == arm)  # noqa: E731
     for arm, (kind, _, _) in ARMS.items():
         mine = [r for r in runs if r["arm"] == arm]
         if not mine:
             continue
         acc = cell([r["accuracy"] for r in mine])
         agree = cell([r["agreement"] for r in mine if r["agreement"] is not None])
-        step = statistics.median(r["s_per_step"] for r in mine)
-        rss = statistics.median(r["peak_rss_mib"] for r in mine)
+        step, rss = median(arm, "s_per_step"), median(arm, "peak_rss_mib")
+        base = SFT_OF.get(arm)
+        ratio = lambda key: f"{median(arm, key) / median(base, key):.2f}x" if base and any(r["arm"] == base for r in runs) else "-"  # noqa: E731
         student = "Gemma 3 270M + LoRA r16" if kind == "same" else "half depth (9 of 18 layers), full fine-tuning"
-        lines.append(f"| {arm} | {student} | {acc} | {agree} | {step:.2f} | {rss:.0f} | {len(mine)} |")
+        lines.append(f"| {arm} | {student} | {acc} | {agree} | {step:.2f} | {ratio('s_per_step')} | {rss:.0f} | {ratio('peak_rss_mib')} | {len(mine)} |")
     head = [r for r in runs][:1]
     notes = []
     if head:
@@ -119,7 +122,10 @@ def table(runs: list[dict]) -> str:
     if teacher:
         lo, hi = teacher["ci95"]
         notes.append(f"The prompted teacher itself: {100 * teacher['accuracy']:.1f}% [{100 * lo:.1f}-{100 * hi:.1f}] on the same {teacher['n']} questions.")
-    cells = "Cells: mean ± sd [95% t-interval of the mean] (n seeds) over the 100 held-out questions."
+    cells = ("Cells: mean ± sd [95% t-interval of the mean] (n seeds) over the 100 held-out questions. Step time and peak "
+             "RSS are whole-process medians over the seeds (the same batches for an arm and its SFT arm, so the step-time "
+             "ratio is the inverse of the tokens/s ratio); the KD arms' steps include the teacher's forward pass over "
+             "its engineered prompt.")  # fmt: skip
     return "\n".join(lines) + "\n\n" + cells + "\n" + "\n".join(notes) + "\n"
 
 
