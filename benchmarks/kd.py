@@ -1,6 +1,6 @@
 """Do soft targets pay? Knowledge distillation against text SFT on the demo task, at equal data and equal steps.
 
-    python benchmarks/kd.py --seeds 3        # about 15 minutes per seed on 2 CPU cores
+    python benchmarks/kd.py --seeds 3        # about 17 minutes per seed on 2 idle CPU cores
     python benchmarks/kd.py --plot-only      # rebuild the table and the plot from what is done
 
 Teacher: the demo's Gemma 3 270M behind the engineered few-shot prompt `lookup-cot` (its records come from the
@@ -113,6 +113,16 @@ def table(runs: list[dict]) -> str:
         ratio = lambda key: f"{median(arm, key) / median(base, key):.2f}x" if base and any(r["arm"] == base for r in runs) else "-"  # noqa: E731
         student = "Gemma 3 270M + LoRA r16" if kind == "same" else "half depth (9 of 18 layers), full fine-tuning"
         lines.append(f"| {arm} | {student} | {acc} | {agree} | {step:.2f} | {ratio('s_per_step')} | {rss:.0f} | {ratio('peak_rss_mib')} | {len(mine)} |")
+    from rationale_distill.stats import mean_interval
+
+    paired = []
+    for kd, sft in SFT_OF.items():  # the same seed = the same examples: compare seed by seed
+        by_seed = {r["seed"]: r["accuracy"] for r in runs if r["arm"] == sft}
+        diffs = [100 * (r["accuracy"] - by_seed[r["seed"]]) for r in runs if r["arm"] == kd and r["seed"] in by_seed]
+        if len(diffs) > 1:
+            mean, low, high = mean_interval(diffs)
+            paired.append(f"{kd} minus {sft}: {mean:+.1f} points [95% t-interval {low:+.1f} to {high:+.1f}] "
+                          f"(per seed: {', '.join(f'{d:+.0f}' for d in diffs)})")  # fmt: skip
     head = [r for r in runs][:1]
     notes = []
     if head:
@@ -126,7 +136,8 @@ def table(runs: list[dict]) -> str:
              "RSS are whole-process medians over the seeds (the same batches for an arm and its SFT arm, so the step-time "
              "ratio is the inverse of the tokens/s ratio); the KD arms' steps include the teacher's forward pass over "
              "its engineered prompt.")  # fmt: skip
-    return "\n".join(lines) + "\n\n" + cells + "\n" + "\n".join(notes) + "\n"
+    diffs = ("\n\nPaired by seed (the same examples):\n\n" + "\n".join(f"- {p}" for p in paired)) if paired else ""
+    return "\n".join(lines) + diffs + "\n\n" + cells + "\n" + "\n".join(notes) + "\n"
 
 
 def plot(runs: list[dict]) -> None:
