@@ -72,8 +72,8 @@ def load_model(name: str, device: str = "cpu", dtype=None, quantization_config=N
 
     where, extra = resolve_student(name)
     kwargs = {**extra, "dtype": dtype or "float32"}
-    if quantization_config is not None:
-        kwargs["quantization_config"] = quantization_config
+    if quantization_config is not None:  # bitsandbytes places the weights as it loads them; they are not moved after
+        kwargs.update(quantization_config=quantization_config, device_map={"": device})
     try:
         if (Path(where) / "adapter_config.json").is_file():
             from peft import AutoPeftModelForCausalLM
@@ -89,7 +89,7 @@ def load_model(name: str, device: str = "cpu", dtype=None, quantization_config=N
         model.hf_quantizer.remove_quantization_config(model)  # GGUF weights are dequantised on load
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device), tokenizer
+    return (model if quantization_config is not None else model.to(device)), tokenizer
 
 
 def parameter_count(model) -> int:

@@ -406,3 +406,14 @@ def test_on_policy_batches_score_the_students_own_samples_with_the_teacher(ws, t
     assert shares and 0 < sum(shares) / len(shares) < 1
     with pytest.raises(UsageError, match="--kd-on-policy needs"):
         run(ws, tmp_path, objective="kd", kd_source="votes", kd_on_policy=0.5)
+
+
+def test_an_8bit_teacher_needs_cuda_and_says_so(ws, tmp_path):
+    with pytest.raises(UsageError, match="--teacher-8bit needs a CUDA GPU"):
+        run(ws, tmp_path, objective="kd", teacher_model=str(ws / "deep"), teacher_8bit=True, device="cpu")
+
+
+@pytest.mark.gpu
+def test_gpu_kd_with_an_8bit_teacher_and_a_bf16_lora_student(ws, tmp_path):
+    meta = run(ws, tmp_path, objective="multitask+kd", teacher_model=str(ws / "deep"), teacher_8bit=True, lora=True, device="cuda")
+    assert meta["device"] == "cuda" and kd_losses(meta)[0] > 0

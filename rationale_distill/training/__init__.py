@@ -35,6 +35,7 @@ class TrainConfig:
     kd_source: str = option("teacher", help="where the soft targets come from (a registered source): teacher (a white-box LM, --teacher-model, read in each step), teacher-topk (the same, read once before training and kept as its top --kd-top-k per token), logprobs (the API teacher's top-K logprobs in the records), votes (the share of each answer in the teacher's samples)")
     teacher_model: str | None = option(None, help="--kd-source teacher: the teacher LM (hub id, folder, .gguf, or gemma-3-270m); it must share the student's tokenizer")
     teacher_device: str | None = option(None, help="--kd-source teacher: run the teacher on this device (default: the student's)", pattern=(r"cpu|cuda(:\d+)?", "cpu, cuda or cuda:N"))
+    teacher_8bit: bool = option(False, help="--kd-source teacher/teacher-topk: load the teacher in 8 bits (bitsandbytes, CUDA only) to fit a bigger one beside the student")
     kd_temperature: float = option(2.0, help="softmax temperature of the soft targets (the KD term is scaled by T^2)", gt=0)
     kd_alpha: float = option(0.5, help="--objective kd: weight of the hard-label cross-entropy; the soft term gets 1 - alpha", ge=0, le=1)
     kd_weight: float = option(0.5, help="--objective multitask+kd: weight of the soft-target term", ge=0)

@@ -120,6 +120,7 @@ class KDSettings:
     teacher_max_length: int = 2048
     top_k: int = 20
     on_policy: float = 0.0  # share of training batches on the student's own samples (teacher source only)
+    teacher_8bit: bool = False  # load the white-box teacher in 8 bits (bitsandbytes, CUDA)
 
 
 class SoftTargets:
@@ -186,7 +187,15 @@ class TeacherModel(SoftTargets):
         super().setup(model, tokenizer, device)
         s = self.settings
         self.device = s.teacher_device or device
-        teacher, self.teacher_tokenizer = load_model(s.teacher_model, device=self.device, dtype=next(model.parameters()).dtype)
+        quant = None
+        if s.teacher_8bit:
+            if not self.device.startswith("cuda"):
+                raise UsageError("--teacher-8bit needs a CUDA GPU for the teacher (bitsandbytes); on CPU leave it off")
+            from transformers import BitsAndBytesConfig
+
+            quant = BitsAndBytesConfig(load_in_8bit=True)  # the LM head stays unquantised: the divergence reads it
+        teacher, self.teacher_tokenizer = load_model(s.teacher_model, device=self.device, dtype=next(model.parameters()).dtype,
+                                                     quantization_config=quant)  # fmt: skip
         if hasattr(teacher, "peft_config"):
             teacher = teacher.merge_and_unload()  # a distilled adapter as teacher: read it as one model
         self.teacher = teacher.eval().requires_grad_(False)

@@ -288,7 +288,7 @@ def soft_targets(config: TrainConfig, plugins=None):
     settings = KDSettings(source=config.kd_source, temperature=config.kd_temperature,
                           beta=beta_of(config.kd_divergence, config.kd_beta), teacher_model=config.teacher_model,
                           teacher_device=config.teacher_device, teacher_max_length=config.kd_teacher_max_length,
-                          top_k=config.kd_top_k, on_policy=config.kd_on_policy)  # fmt: skip
+                          top_k=config.kd_top_k, on_policy=config.kd_on_policy, teacher_8bit=config.teacher_8bit)  # fmt: skip
     source = plugins.soft_targets.get(config.kd_source)(settings)
     if config.kd_on_policy and not callable(getattr(source, "sample_from_student", None)):
         raise UsageError(f"--kd-on-policy needs a teacher that can score the student's own samples: --kd-source teacher, not {config.kd_source}")
