@@ -42,6 +42,13 @@ class Faults:
     seed: int = 0
 
 
+def chat_logprobs(text: str, k: int) -> dict:
+    """Logprobs in the chat form (one entry per whitespace-led word, each its own top-k alternative)."""
+    return {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()),
+                         "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())}] * k}
+                        for t in re.findall(r"\s*\S+", text)]}  # fmt: skip
+
+
 def arithmetic_responder(body: dict, choice_index: int) -> str:
     """Solve 'What is A + B?'-style questions in the last user message: a rationale, then the answer marker."""
     text = body["messages"][-1]["content"]
@@ -207,11 +214,7 @@ class FakeOpenAI:
             if text_route:
                 choice = {"index": i, "text": text, "finish_reason": reasons[i], "logprobs": None}
                 if body.get("logprobs") and f.text_logprobs_as_chat:
-                    k = int(body["logprobs"])
-                    choice["logprobs"] = {"content": [
-                        {"id": j, "token": t, "logprob": -0.1, "bytes": list(t.encode()),
-                         "top_logprobs": [{"id": j, "token": t, "logprob": -0.1, "bytes": list(t.encode())}] * k}
-                        for j, t in enumerate(re.findall(r"\s*\S+", text))]}  # fmt: skip
+                    choice["logprobs"] = chat_logprobs(text, int(body["logprobs"]))
                 elif body.get("logprobs"):
                     tokens = re.findall(r"\s*\S+", text)
                     choice["logprobs"] = {"tokens": tokens, "token_logprobs": [-0.1] * len(tokens),
@@ -220,12 +223,7 @@ class FakeOpenAI:
                 continue
             choice = {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reasons[i]}
             if body.get("logprobs"):
-                k = int(body.get("top_logprobs") or 1)
-                tokens = re.findall(r"\s*\S+", text)
-                choice["logprobs"] = {"content": [
-                    {"token": t, "logprob": -0.1, "bytes": list(t.encode()),
-                     "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())}] * k}
-                    for t in tokens]}  # fmt: skip
+                choice["logprobs"] = chat_logprobs(text, int(body.get("top_logprobs") or 1))
             choices.append(choice)
         completion_tokens = sum(len(t.split()) for t in (texts[:1] if f.usage_one_choice else texts))
         with self._lock:
