@@ -30,11 +30,12 @@ Each source of soft targets is a plugin (``register_soft_targets``) behind one s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..dataset import SOFT_FIELDS
 from ..errors import UsageError
 
 BETAS = {"forward_kl": 0.0, "reverse_kl": 1.0}  # jsd: --kd-beta
@@ -75,11 +76,16 @@ def full_divergence(s_hidden, s_head, t_hidden, t_head, beta: float, temperature
     return per_token
 
 
+def text_config(model):
+    """The language model's own config (a multimodal model nests it)."""
+    return model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+
 def _logit_transform(model) -> tuple[float, float | None]:
     """(logit scale, final soft-cap) the model applies to its logits (Gemma 2 caps them; most models do neither)."""
     if model is None:
         return 1.0, None
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model)
     return float(getattr(config, "logit_scale", None) or 1.0), getattr(config, "final_logit_softcapping", None)
 
 
@@ -129,7 +135,7 @@ class SoftTargets:
     ``release`` after the last split, and ``per_token`` in each training step. ``fields`` names the per-row tensors
     ``features`` adds (padded by the collator with the given value); ``kd_mask`` (a weight per position: which
     completion positions carry a target, in the causal-shift convention of the loss) is added by every source.
-    ``tempered`` says whether the term is scaled by T^2. A source with ``sample_from_student`` can go on-policy."""
+    ``tempered`` says whether the term is scaled by T^2. A source with ``sample_from_student`` (rows the trainer collates like its own) can go on-policy."""
 
     name = "?"
     fields: dict = {}
@@ -172,7 +178,6 @@ class TeacherModel(SoftTargets):
     """A white-box teacher read on the fly (see the module docstring)."""
 
     name = "teacher"
-    tempered = True
     fields = {"teacher_input_ids": 0, "teacher_attention_mask": 0, "teacher_kd_mask": 0.0}
 
     def __init__(self, settings):
@@ -243,10 +248,10 @@ class TeacherModel(SoftTargets):
         return full_divergence(s_hidden, model.get_output_embeddings().weight, t_hidden, self.teacher_head,
                                self.settings.beta, self.settings.temperature, s_model=model, t_model=self.teacher)  # fmt: skip
 
-    def sample_from_student(self, model, inputs, extra, kd_mask):
-        """A batch for the on-policy soft term: each row's prompt (student side and teacher side) followed by a completion
-        the student samples now (temperature 1, as long as the row's own completion at most), with ``kd_mask`` and the
-        teacher's fields on the sampled tokens. Rows are right-padded like the collator's."""
+    def sample_from_student(self, model, inputs, extra, kd_mask) -> list[dict]:
+        """Rows for the on-policy soft term, to be collated like any other: each row's prompt (student side and
+        teacher side) followed by a completion the student samples now (temperature 1, as long as the row's own
+        completion at most), with ``kd_mask`` and the teacher's fields on the sampled tokens."""
         tok = self.tokenizer
         rows = []
         for i in range(kd_mask.shape[0]):
@@ -258,40 +263,48 @@ class TeacherModel(SoftTargets):
             rows.append((inputs["input_ids"][i, :start].tolist(), extra["teacher_input_ids"][i, : int(t_marked[0]) + 1].tolist(), length))
         was_training = model.training
         model.eval()
-        sampled = []
+        items = []
         with torch.no_grad():
-            for prompt, _, length in rows:  # one at a time: no left padding to undo, and rows are few per micro-batch
+            for prompt, t_prompt, length in rows:  # one at a time: no left padding to undo, and rows are few per micro-batch
                 ids = torch.tensor([prompt], device=kd_mask.device)
                 out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0,
                                      max_new_tokens=length, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
                 new = out[0, len(prompt) :].tolist()
                 if tok.eos_token_id in new:
                     new = new[: new.index(tok.eos_token_id) + 1]
-                sampled.append(new or [tok.eos_token_id])
+                new = new or [tok.eos_token_id]
+                t_ids = t_prompt + new
+                items.append({"input_ids": prompt + new, "labels": [-100] * len(prompt) + new, "task_id": 0,
+                              "kd_mask": completion_mask(len(prompt) + len(new), len(prompt)),
+                              "teacher_input_ids": t_ids, "teacher_attention_mask": [1] * len(t_ids),
+                              "teacher_kd_mask": completion_mask(len(t_ids), len(t_prompt))})  # fmt: skip
         model.train(was_training)
-        items = []
-        for (prompt, t_prompt, _), new in zip(rows, sampled):
-            ids, t_ids = prompt + new, t_prompt + new
-            items.append({"input_ids": ids, "attention_mask": [1] * len(ids), "kd_mask": completion_mask(len(ids), len(prompt)),
-                          "teacher_input_ids": t_ids, "teacher_attention_mask": [1] * len(t_ids),
-                          "teacher_kd_mask": completion_mask(len(t_ids), len(t_prompt))})  # fmt: skip
-        pads = {"input_ids": tok.pad_token_id, "attention_mask": 0, "kd_mask": 0.0, **self.fields}
-        batch = {}
-        for name, pad in pads.items():
-            width = max(len(it[name]) for it in items)
-            batch[name] = torch.tensor([it[name] + [pad] * (width - len(it[name])) for it in items], device=kd_mask.device)
-        inputs = {k: batch.pop(k) for k in ("input_ids", "attention_mask")}
-        kd = batch.pop("kd_mask")
-        return inputs, batch, kd
+        return items
 
 
-class TeacherTopK(TeacherModel):
+class TopKTargets:
+    """What the two top-K sources share: per-position (K ids, K logprobs) fields, blank for positions without a
+    target, and the K + 1-way divergence (``topk_divergence``)."""
+
+    fields = {"topk_ids": 0, "topk_logprobs": -math.inf}
+
+    def blank(self, n: int) -> dict:
+        k = self.settings.top_k
+        return {"kd_mask": [0.0] * n, "topk_ids": [[0] * k for _ in range(n)], "topk_logprobs": [[-math.inf] * k for _ in range(n)]}
+
+    def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
+        at = kd_mask > 0
+        return topk_divergence(logits[at], extra["topk_ids"][at], extra["topk_logprobs"][at], self.settings.beta,
+                               self.settings.temperature)  # fmt: skip
+
+
+class TeacherTopK(TopKTargets, TeacherModel):
     """The white-box teacher read once, before training: its top-K log-probabilities at every completion position are
     kept (float16, ``--kd-top-k``) and the teacher is released, so a teacher too big to sit beside the student in
     training only has to fit alone first. Training then uses the K + 1-way divergence of the ``logprobs`` source."""
 
     name = "teacher-topk"
-    fields = {"topk_ids": 0, "topk_logprobs": -math.inf}
+    fields = TopKTargets.fields
     sample_from_student = None  # the teacher is gone by the time the student samples: no on-policy batches
 
     def features(self, row, item, prompt_len):
@@ -301,14 +314,13 @@ class TeacherTopK(TeacherModel):
             logits = self.teacher(input_ids=ids, use_cache=False).logits[0].float()
         at = torch.tensor(view["teacher_kd_mask"], device=self.device) > 0
         top = logits[at].log_softmax(-1).topk(min(self.settings.top_k, logits.shape[-1]), dim=-1)
-        n, k = len(item["input_ids"]), self.settings.top_k
-        topk_ids, topk_lp = [[0] * k for _ in range(n)], [[-math.inf] * k for _ in range(n)]
+        out = {**self.blank(len(item["input_ids"])), "kd_mask": view["kd_mask"]}
         mine = [p for p, m in enumerate(view["kd_mask"]) if m > 0]
         values = top.values.half().float().tolist()  # stored at float16 precision
         for j, p in enumerate(mine):
-            topk_ids[p][: top.indices.shape[1]] = top.indices[j].tolist()
-            topk_lp[p][: top.indices.shape[1]] = values[j]
-        return {"kd_mask": view["kd_mask"], "topk_ids": topk_ids, "topk_logprobs": topk_lp}
+            out["topk_ids"][p][: top.indices.shape[1]] = top.indices[j].tolist()
+            out["topk_logprobs"][p][: top.indices.shape[1]] = values[j]
+        return out
 
     def release(self) -> None:
         """Every row has its targets: the teacher is no longer needed in memory."""
@@ -316,11 +328,6 @@ class TeacherTopK(TeacherModel):
         import gc
 
         gc.collect()
-
-    def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
-        at = kd_mask > 0
-        return topk_divergence(logits[at], extra["topk_ids"][at], extra["topk_logprobs"][at], self.settings.beta,
-                               self.settings.temperature)  # fmt: skip
 
 
 def same_vocab(student_tok, teacher_tok, what: str) -> None:
@@ -334,12 +341,10 @@ def same_vocab(student_tok, teacher_tok, what: str) -> None:
                          "student of the teacher's family")  # fmt: skip
 
 
-class TopLogprobs(SoftTargets):
+class TopLogprobs(TopKTargets, SoftTargets):
     """The top-K logprobs an API teacher returned for the answer tokens (see the module docstring)."""
 
     name = "logprobs"
-    tempered = True
-    fields = {"topk_ids": 0, "topk_logprobs": -math.inf}
 
     def setup(self, model, tokenizer, device):
         super().setup(model, tokenizer, device)
@@ -350,10 +355,8 @@ class TopLogprobs(SoftTargets):
         self.teachers: set[str] = set()
 
     def features(self, row, item, prompt_len):
-        n = len(item["input_ids"])
         k = self.settings.top_k
-        topk_ids, topk_lp, mask = [[0] * k for _ in range(n)], [[-math.inf] * k for _ in range(n)], [0.0] * n
-        blank = {"kd_mask": mask, "topk_ids": topk_ids, "topk_logprobs": topk_lp}
+        blank = self.blank(len(item["input_ids"]))
         recorded = row.get("teacher_logprobs")
         if not recorded or not recorded.get("tokens"):
             self.count("rows without teacher logprobs")
@@ -382,9 +385,9 @@ class TopLogprobs(SoftTargets):
             if not pairs:
                 continue
             p = prompt_len - 1 + start + j  # the position that predicts this token
-            topk_ids[p][: len(pairs)] = [t for t, _ in pairs]
-            topk_lp[p][: len(pairs)] = [lp for _, lp in pairs]
-            mask[p] = 1.0
+            blank["topk_ids"][p][: len(pairs)] = [t for t, _ in pairs]
+            blank["topk_logprobs"][p][: len(pairs)] = [lp for _, lp in pairs]
+            blank["kd_mask"][p] = 1.0
         self.count("rows with teacher logprobs")
         return blank
 
@@ -396,11 +399,6 @@ class TopLogprobs(SoftTargets):
                              f"student's ({self.tokenizer.name_or_path}) on {bad} of {bad + good} rows: API logprobs need "
                              "the student to share the teacher's tokenizer. Train on the teacher's text (--objective sft), "
                              "use --kd-source votes, or a teacher that uses the student's tokenizer")  # fmt: skip
-
-    def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
-        at = kd_mask > 0
-        return topk_divergence(logits[at], extra["topk_ids"][at], extra["topk_logprobs"][at], self.settings.beta,
-                               self.settings.temperature)  # fmt: skip
 
 
 def token_pieces(tokenizer) -> list[str]:
@@ -429,16 +427,16 @@ class VoteShares(SoftTargets):
         out = []
         for row in rows:
             out.append(row)
-            votes = {v["answer"]: v["samples"] for v in row.get("answer_votes") or []}  # answers as the completion spells them
             if row.get("task") not in ("label", "context"):
                 continue
+            votes = {v["answer"]: v["samples"] for v in row.get("answer_votes") or []}  # answers as the completion spells them
             if not votes:
                 self.count("answer rows without votes")
                 continue
             total = sum(votes.values())
             self.count("answer rows with votes")
             for answer, n in votes.items():
-                soft = {k: v for k, v in row.items() if k not in ("answer_votes", "teacher_logprobs", "teacher_messages", "teacher_prefix")}
+                soft = {k: v for k, v in row.items() if k not in SOFT_FIELDS}
                 if "messages" in row:
                     soft["messages"] = [*row["messages"][:-1], {"role": "assistant", "content": answer}]
                 else:

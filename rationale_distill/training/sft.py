@@ -216,7 +216,10 @@ def make_trainer_class():
             unwrapped = self.accelerator.unwrap_model(model)
             policy = self.soft.settings.on_policy if model.training else 0.0
             if policy and self._rng.random() < policy:
-                s_inputs, s_extra, s_mask = self.soft.sample_from_student(unwrapped, inputs, extra, kd_mask)
+                batch = self.data_collator(self.soft.sample_from_student(unwrapped, inputs, extra, kd_mask))
+                batch = {k: v.to(kd_mask.device) for k, v in batch.items()}
+                s_inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+                s_extra, s_mask = {k: batch[k] for k in self.soft.fields}, batch["kd_mask"]
                 s_out, s_hidden = self._forward(model, s_inputs, capture=True)
                 per_token = self.soft.per_token(self, unwrapped, s_inputs, s_extra, s_mask, s_hidden, s_out.logits)
                 self._metrics[mode]["on_policy"].append(1.0)
@@ -363,8 +366,7 @@ def train_trl_sft(config: TrainConfig, plugins=None) -> Path:
         raise UsageError(f"--max-length {config.max_length}: no training row fits (each completion needs its EOS and at "
                          f"least {min_prompt_tokens(config.max_length)} prompt tokens); raise --max-length")  # fmt: skip
     if soft is not None:
-        soft.notes = soft_notes["train"]
-        soft.check()
+        soft.check()  # its notes are the training split's: it is tokenized first
         if not any(sum(m) > 0 for m in train_ds["kd_mask"]):
             found = "; ".join(f"{k}: {v}" for k, v in soft_notes["train"].items()) or "nothing to read"
             raise UsageError(f"--kd-source {config.kd_source}: no training row has a soft target ({found})")
@@ -429,7 +431,9 @@ def keep_every_kth_layer(model, k: int) -> None:
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    from .kd import text_config
+
+    config = text_config(model)
     if getattr(config, "layer_types", None):
         config.layer_types = [config.layer_types[i] for i in keep]
     config.num_hidden_layers = len(keep)
