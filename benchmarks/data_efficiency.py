@@ -72,7 +72,7 @@ def generation(work: Path, task: str, teacher: str, test: bool):
 
     run = demo_config(out=str(work))
     gen, _, _ = stage_configs(run)
-    data = run.test_data if task == "lookup" and test else run.data if task == "lookup" else str(ROOT / "rationale_distill" / "demo" / f"{task}_{'test' if test else 'train'}.jsonl")
+    data = str(Path(run.data).parent / f"{task}_{'test' if test else 'train'}.jsonl")  # beside the demo's lookup_*.jsonl
     name = f"teacher{'-test' if test else ''}{tag(task, teacher)}.jsonl"
     program = teacher == "program"
     gen = replace(gen, data=data, prompt=TASKS[task], teachers=[TEACHERS[teacher]], limit=None, out=str(work / name),
