@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import signal
 import sys
@@ -60,7 +61,7 @@ def build_parser(plugins) -> argparse.ArgumentParser:
         configure, run = entry.obj
         p = sub.add_parser(entry.name, help=entry.options.get("help", ""), parents=[common],
                            description=entry.options.get("help", ""))  # fmt: skip
-        configure(p)
+        configure(p, plugins) if len(inspect.signature(configure).parameters) > 1 else configure(p)  # e.g. trainers' own flags
         p.set_defaults(run=run)
     return parser
 

@@ -200,18 +200,19 @@ def pairs(record: TeacherRecord, c: Candidate, target: str, config: BuildConfig,
     ``--rationales`` keeps (``first``: this is its first kept sample); each kept rationale adds a rationale row."""
     x = strip_context(record.parts)  # the bare input, by its part marker
     answer = {**soft_fields(record, c), **teacher_view(record, c, answer=True)}
+    plain = {"input": x, "label": target}  # what a classifier student reads (training/labels.py)
     if config.mode == "rationale":
-        label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target, **answer}] if first else []
+        label = [{"task": "label", "prompt": config.label_prefix + x, "completion": target, **plain, **answer}] if first else []
         return label + [{"task": "rationale", "prompt": config.rationale_prefix + x, "completion": c.sample.rationale.strip(),
                          **teacher_view(record, c, answer=False)}]  # fmt: skip
     if config.mode == "single-task":
         return [{"task": "single", "prompt": x, "completion": f"{c.sample.rationale.strip()} {config.answer_marker} {target}."}]
     if config.mode == "label-only":
-        return [{"task": "label", "prompt": x, "completion": target, **answer}] if first else []
+        return [{"task": "label", "prompt": x, "completion": target, **plain, **answer}] if first else []
     if config.context_target == "response":
-        return [{"task": "context", "prompt": x, "completion": c.sample.text.strip(), **soft_fields(record, c),
+        return [{"task": "context", "prompt": x, "completion": c.sample.text.strip(), **plain, **soft_fields(record, c),
                  **teacher_view(record, c, answer=False)}]  # fmt: skip
-    return [{"task": "context", "prompt": x, "completion": c.sample.raw_answer or target, **answer}]
+    return [{"task": "context", "prompt": x, "completion": c.sample.raw_answer or target, **plain, **answer}]
 
 
 def soft_fields(record: TeacherRecord, c: Candidate) -> dict:
@@ -247,7 +248,7 @@ def heldout_row(record: TeacherRecord, config: BuildConfig) -> dict | None:
         return None
     prompt = config.label_prefix + x if config.mode == "rationale" else x
     return {"task": "context" if config.mode == "context" else "label", "prompt": prompt, "completion": target,
-            "gold": record.label, "teacher": record.majority}  # fmt: skip
+            "input": x, "label": target, "gold": record.label, "teacher": record.majority}  # fmt: skip
 
 
 def content_key(record: TeacherRecord) -> str:
@@ -280,7 +281,7 @@ SOFT_FIELDS = ("answer_votes", "teacher_logprobs", "teacher_messages", "teacher_
 
 
 def formatted(row: dict, config: BuildConfig) -> dict:
-    base = {"id": row["id"], "task": row["task"], **{k: row[k] for k in ("gold", "teacher") if k in row}}
+    base = {"id": row["id"], "task": row["task"], **{k: row[k] for k in ("input", "label", "gold", "teacher") if k in row}}
     soft = {k: row[k] for k in SOFT_FIELDS if k in row} if config.soft_target_fields else {}  # what `train --objective kd` reads
     if "answer_votes" in soft and config.format == "prompt-completion":  # the answers as the completion spells them
         soft["answer_votes"] = [{**v, "answer": config.completion_prefix + v["answer"]} for v in soft["answer_votes"]]

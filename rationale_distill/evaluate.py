@@ -130,26 +130,30 @@ def _answer(text: str, answer_type: str, options=None) -> str | None:
         return None
 
 
-def evaluate(config: EvalConfig) -> dict:
-    """Evaluate a trained student; writes reports when config.out is set; returns the report dict."""
-    from .student import as_trained, generate_answers, load_model, parameter_count, pick_device
+def evaluate(config: EvalConfig, plugins=None) -> dict:
+    """Evaluate a trained student; writes reports when config.out is set; returns the report dict. The student is
+    loaded through the trainer plugin that made it (its ``load``); without one, as a causal LM."""
+    from .student import pick_device
 
     meta = read_student(config.student)
     examples = load_examples(config, meta)
     student_input = meta["dataset"].get("student_input", {})
     answer_type, options = student_input.get("answer_type") or "text", student_input.get("options")
-    full_response = meta["dataset"]["config"]["mode"] in ("context", "single-task") and meta["dataset"]["config"].get("context_target", "response") == "response"
-    max_new = config.max_new_tokens or (160 if full_response else 16)
-
     device = pick_device(config.device)
-    model, tokenizer = load_model(config.student, device=device)
-    chat = meta["dataset"]["config"].get("format") == "messages"
-    prompts, special = as_trained(tokenizer, [e.prompt for e in examples], chat)  # asked exactly as trained
-    outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size,
-                                              stop=None if full_response else "\n", add_special_tokens=special)  # fmt: skip
-    predictions = [_answer(o, answer_type, options) for o in outputs]
-    timed = prompts[: config.latency_samples]
-    _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None, add_special_tokens=special)
+    load = trainer_loader(meta, plugins)
+    if load is not None:  # a classifier: it reads the bare input and names a class
+        student = load(config.student, device=device)
+        prompts = [e.input for e in examples]
+        outputs, batch_latency = student.predict(prompts, config.batch_size)
+        predictions = [_normalize(o, answer_type, options) for o in outputs]
+        _, single_latency = student.predict(prompts[: config.latency_samples], 1)
+        parameters, prompt_tokens = student.parameters, [student.tokens(p) for p in prompts]
+        if config.rationales:
+            import warnings
+
+            warnings.warn(f"--rationales: a {meta['config']['trainer']} student writes no rationale", stacklevel=2)
+    else:
+        prompts, outputs, predictions, batch_latency, single_latency, parameters, prompt_tokens, lm = ask_lm(config, meta, examples, device)
 
     golds = [e.gold for e in examples]
     teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
@@ -157,11 +161,10 @@ def evaluate(config: EvalConfig) -> dict:
         teacher["summary"].update(teacher_timing(config, teacher["records"]))
     student_scores = score(predictions, golds, teacher["answers"] if teacher else None, answer_type)
     intervals = confidence(student_scores, predictions, golds, teacher, answer_type)
-    prompt_tokens = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
     report = {
         "config": to_dict(config),
         "student": {
-            "path": str(config.student), "base": meta["config"]["student"], "parameters": parameter_count(model),
+            "path": str(config.student), "base": meta["config"]["student"], "kind": meta["config"].get("trainer", "trl-sft"), "parameters": parameters,
             **served_size(config.student, meta),
             "accuracy": student_scores["accuracy"], "accuracy_ci95": intervals["student"], "n_gold": student_scores["n_gold"],
             "agreement_with_teacher": student_scores.get("agreement"),
@@ -181,7 +184,10 @@ def evaluate(config: EvalConfig) -> dict:
                       "teacher": teacher["answers"][i] if teacher else None}
                      for i, (e, p, o) in enumerate(zip(examples, predictions, outputs))][:100],  # fmt: skip
     }
-    if config.rationales:
+    if config.rationales and load is None:
+        from .student import as_trained, generate_answers
+
+        model, tokenizer, chat, special = lm
         rationale_prefix = meta["dataset"]["config"].get("rationale_prefix", "[rationale] ")
         asked, _ = as_trained(tokenizer, [rationale_prefix + e.input for e in examples[: config.rationales]], chat)
         texts, _ = generate_answers(model, tokenizer, asked, 96, config.batch_size, stop=None, add_special_tokens=special)
@@ -193,6 +199,42 @@ def evaluate(config: EvalConfig) -> dict:
         table = markdown(report).split("\n\n")[1]  # the student-vs-teacher table
         (Path(config.student) / "README.md").write_text(model_card(meta, evaluation=f"{table}\n\nFull report: `{config.out}/report.md`"))
     return report
+
+
+def trainer_loader(meta: dict, plugins=None):
+    """The ``load`` of the trainer plugin that wrote the student, or None for a causal LM (trl-sft, older students)."""
+    trainer = meta["config"].get("trainer", "trl-sft")
+    if meta.get("student_kind") != "classifier":
+        return None
+    from .plugins import load_plugins
+
+    plugins = plugins or load_plugins()
+    if trainer not in plugins.trainers:
+        raise UsageError(f"{meta['config']['out']}: written by --trainer {trainer}, which no loaded plugin registers; load its plugin (--plugins-dir)")
+    load = plugins.trainers.entry(trainer).options.get("load")
+    if load is None:
+        raise UsageError(f"--trainer {trainer} registered no `load`, so its students cannot be evaluated")
+    return load
+
+
+def ask_lm(config: EvalConfig, meta: dict, examples: list[Example], device: str):
+    """A causal-LM student's answers from the label prefix, timed in batches and one at a time."""
+    from .student import as_trained, generate_answers, load_model, parameter_count
+
+    full_response = meta["dataset"]["config"]["mode"] in ("context", "single-task") and meta["dataset"]["config"].get("context_target", "response") == "response"
+    max_new = config.max_new_tokens or (160 if full_response else 16)
+    student_input = meta["dataset"].get("student_input", {})
+    answer_type, options = student_input.get("answer_type") or "text", student_input.get("options")
+    model, tokenizer = load_model(config.student, device=device)
+    chat = meta["dataset"]["config"].get("format") == "messages"
+    prompts, special = as_trained(tokenizer, [e.prompt for e in examples], chat)  # asked exactly as trained
+    outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size,
+                                              stop=None if full_response else "\n", add_special_tokens=special)  # fmt: skip
+    predictions = [_answer(o, answer_type, options) for o in outputs]
+    timed = prompts[: config.latency_samples]
+    _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None, add_special_tokens=special)
+    prompt_tokens = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
+    return prompts, outputs, predictions, batch_latency, single_latency, parameter_count(model), prompt_tokens, (model, tokenizer, chat, special)
 
 
 def machine_cost(seconds_per_answer: float, usd_per_hour: float) -> float:

@@ -27,7 +27,7 @@ from .dataset import BuildConfig, build
 from .errors import UsageError
 from .evaluate import EvalConfig, evaluate, records_summary
 from .generate import GenerateConfig, check_failures, generate
-from .training import MANIFEST, TrainConfig, fingerprint, read_student, train
+from .training import MANIFEST, TrainConfig, fingerprint, read_student, resolve, train
 
 STAGES = ("generate", "build", "train", "eval")
 SECTIONS = {"out", "data", "test_data", "generate", "build", "train", "eval", "compare"}
@@ -128,6 +128,9 @@ def run_pipeline(run: RunConfig, only: str | None = None, plugins=None, progress
 def train_or_reuse(config: TrainConfig, plugins, say) -> dict:
     """Train, unless the folder already holds a complete student of the same settings and data, every file
     unchanged since (hashes in its manifest)."""
+    from .plugins import load_plugins
+
+    config = resolve(config, plugins or load_plugins())  # the trainer's default student, as train() fills it in
     if (Path(config.out) / MANIFEST).is_file() and not config.resume:
         try:
             meta = read_student(config.out, verify=True)
@@ -169,7 +172,7 @@ def evaluate_with_baselines(run: RunConfig, gen: GenerateConfig, trn: TrainConfi
                                        "teacher_records": teacher_records, "teacher_api_base": gen.api_base, "out": str(out / "report"),
                                        **{k: v for k, v in eval_settings.items() if k != "data"}},
                           f"{run.source}: eval")  # fmt: skip
-    report = evaluate(config)
+    report = evaluate(config, plugins)
     found["student"] = report["student"]
     found["teacher"] = report["teacher"]
     found["report"] = str(out / "report" / "report.md")

@@ -68,6 +68,10 @@ class Registry:
             known = ", ".join(sorted(self.entries)) or "none"
             raise PluginError(f"unknown {self.kind[:-1]} {name!r} (known: {known})") from None
 
+    def entry(self, name: str) -> Entry:
+        self.get(name)  # the same one-line error for an unknown name
+        return self.entries[name]
+
     def __contains__(self, name: str) -> bool:
         return name in self.entries
 

@@ -60,7 +60,7 @@ def test_rationale_mode_gold_yields_label_and_rationale_rows(records, tmp_path):
         a, b = map(int, re.findall(r"(\d+) \+ (\d+)", label["prompt"])[0])
         assert label["completion"] == f" {a + b}"  # gold: only agreeing samples survive
         assert str(a + b) in rationale["completion"] and "So the answer is" not in rationale["completion"]
-    assert set(ds.keys()) <= {"train", "validation", "test"} and ds["train"].column_names == ["id", "task", "prompt", "completion", "answer_votes", "teacher_messages", "teacher_format", "teacher_prefix"]
+    assert set(ds.keys()) <= {"train", "validation", "test"} and ds["train"].column_names == ["id", "task", "input", "label", "prompt", "completion", "answer_votes", "teacher_messages", "teacher_format", "teacher_prefix"]
     assert report["filters"]["agrees"] > 0 and report["filters"]["parsed"] > 0
 
 

@@ -166,13 +166,75 @@ def test_hook_register_filters():
     assert register_filters.__doc__
 
 
-def test_hook_register_trainers():
-    class Plugin:
-        @rd.hookimpl
-        def register_trainers(self, register):
-            register("noop", lambda config: "out")
+MAJORITY_PLUGIN = """
+import json, time
+from dataclasses import dataclass
+from pathlib import Path
+import rationale_distill as rd
+from rationale_distill.config import option, to_dict
+from rationale_distill.training import begin_output, finish_output
+from rationale_distill.training.labels import read_class_data
 
-    assert load_plugins(extra=[Plugin()]).trainers.get("noop")(None) == "out"
+@dataclass
+class MajorityConfig:
+    majority_tie: str = option("first", help="majority: which class wins a tie", choices=("first", "last"))
+
+def train_majority(config, settings):
+    data = read_class_data(config.data)
+    counts = {c: sum(e.label == c for e in data.splits["train"]) for c in data.classes}
+    best = max(counts.values())
+    ties = [c for c in data.classes if counts[c] == best]
+    out = Path(config.out)
+    begin_output(out)
+    (out / "class.txt").write_text(ties[0] if settings.majority_tie == "first" else ties[-1])
+    finish_output(out, {"config": to_dict(config), "student_kind": "classifier", "dataset": data.report, "log_history": [],
+                        "parameters": 0, "trainable_parameters": 0, "device": "cpu", "train_runtime_s": 0.0,
+                        "student_base": "majority class", "classes": data.classes, "data": data.summary(), "versions": {}})
+    return out
+
+class Majority:
+    reads = "input"
+    parameters = 0
+    def __init__(self, folder):
+        self.answer = (Path(folder) / "class.txt").read_text()
+    def predict(self, inputs, batch_size=64):
+        return [self.answer] * len(inputs), [1e-6] * len(inputs)
+    def tokens(self, text):
+        return len(text.split())
+
+@rd.hookimpl
+def register_trainers(register):
+    register("majority", train_majority, config=MajorityConfig, load=lambda folder, device="cpu": Majority(folder), default_student="none")
+"""
+
+
+def test_hook_register_trainers(tmp_path, cli):
+    """A third-party trainer with its own config and loader: its flags appear on `rdistill train`, its settings
+    reach it checked, and `rdistill eval` asks its students through its `load`, in the same report."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "majority.py").write_text(MAJORITY_PLUGIN)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "build.json").write_text(json.dumps({"student_input": {}, "config": {"mode": "label-only"}}))
+    rows = [{"task": "label", "input": f"q{i}", "label": "b" if i % 3 else "a", "gold": "b" if i % 3 else "a"} for i in range(9)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
+    (data / "test.jsonl").write_text("".join(json.dumps({**r, "prompt": r["input"], "completion": r["label"]}) + "\n" for r in rows[6:]))
+    plugins = ["--plugins-dir", tmp_path / "plugins"]
+    from rationale_distill.cli import build_parser
+
+    parser = build_parser(load_plugins(plugins_dirs=[tmp_path / "plugins"]))
+    train_parser = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    assert "--majority-tie" in train_parser.format_help()
+    code, _, err = cli(*plugins, "train", data, "--trainer", "majority", "--majority-tie", "middle", "--out", tmp_path / "s")
+    assert code == 2 and "majority_tie (--majority-tie) = 'middle': choose one of first, last" in err
+    code, _, err = cli(*plugins, "train", data, "--trainer", "majority", "--majority-tie", "last", "--out", tmp_path / "s")
+    assert code == 0, err
+    code, out, err = cli(*plugins, "eval", tmp_path / "s", "--out", tmp_path / "r")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["student"]["kind"] == "majority" and report["student"]["accuracy"] == pytest.approx(2 / 3)
+    code, _, err = cli("eval", tmp_path / "s")  # without the plugin that wrote it
+    assert code == 2 and "written by --trainer majority, which no loaded plugin registers" in err
 
 
 def test_hook_register_soft_targets(tmp_path, make_server):

@@ -118,21 +118,38 @@ def run_build(args, plugins) -> int:
 # --- train and eval ---------------------------------------------------------------------------------
 
 
-def configure_train(parser):
+def configure_train(parser, plugins=None):
     from ..training import TrainConfig
 
     add_stage_arguments(parser, TrainConfig)
+    for entry in trainer_configs(plugins):  # each trainer's own settings: a flag group per trainer
+        add_arguments(parser.add_argument_group(f"--trainer {entry.name}"), entry.options["config"])
+
+
+def trainer_configs(plugins) -> list:
+    return [e for e in (plugins.trainers if plugins is not None else []) if e.options.get("config") is not None]
 
 
 def run_train(args, plugins) -> int:
+    import dataclasses
+
     from ..training import TrainConfig, eval_summary, fit_summary, read_student, train
 
     config = stage_config(TrainConfig, args)
+    options = dict(config.trainer_options)
+    for entry in trainer_configs(plugins):
+        for f in dataclasses.fields(entry.options["config"]):
+            if getattr(args, f.name, None) is None:
+                continue
+            if entry.name != config.trainer:
+                raise UsageError(f"--{f.name.replace('_', '-')} is a setting of --trainer {entry.name}, not of {config.trainer}")
+            options[f.name] = getattr(args, f.name)
+    config = dataclasses.replace(config, trainer_options=options)
     out = train(config, plugins=plugins)
     meta = read_student(out)
     losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
     console().print(table("Training summary", [
-        ("student", config.student), ("trainer", config.trainer), ("device", meta["device"]),
+        ("student", meta["config"]["student"]), ("trainer", config.trainer), ("device", meta["device"]),
         ("parameters (trained)", f"{meta['parameters']:,} ({meta['trainable_parameters']:,})"),
         ("loss (first -> last)", f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "-"),
         *[(f"rows that fit ({split})", fit_summary(f)) for split, f in meta.get("fit", {}).items()],
@@ -151,7 +168,7 @@ def run_eval(args, plugins) -> int:
     from ..evaluate import EvalConfig, evaluate, table_rows
 
     config = from_args(EvalConfig, args)
-    report = evaluate(config)
+    report = evaluate(config, plugins)
     rows = table_rows(report)
     console().print(table("Evaluation", rows[1:], columns=rows[0]))
     if config.out:

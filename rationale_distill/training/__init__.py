@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import option, to_dict
+from ..config import build, option, to_dict
 from ..errors import UsageError
 
 OBJECTIVES = ("sft", "kd", "multitask+kd")
@@ -26,9 +26,10 @@ CHECKPOINT_MARK = "rdistill_checkpoint.json"  # written into a checkpoint once t
 @dataclass
 class TrainConfig:
     data: str = option(help="a dataset folder written by `rdistill build`", positional=True)
-    student: str = option("gemma-3-270m", help="a Hugging Face causal LM: hub id, local folder, a .gguf file, or gemma-3-270m (the embedded offline model)")
+    student: str | None = option(None, help="the model to start from (default: the trainer's own): trl-sft takes a Hugging Face causal LM (hub id, local folder, a .gguf file, or gemma-3-270m, the embedded offline model; the default); encoder-classifier an encoder (hub id, folder, or all-minilm-l6-v2, the offline default); tfidf-logreg none")
     out: str | None = option(None, help="output folder for the trained student (loadable by transformers / peft)")
-    trainer: str = option("trl-sft", help="the registered trainer plugin to use")
+    trainer: str = option("trl-sft", help="the registered trainer plugin to use: trl-sft (a causal LM, multi-task, soft targets), encoder-classifier (an encoder with a classification head, hard or soft labels), tfidf-logreg (TF-IDF + logistic regression, the classical baseline)")
+    trainer_options: dict = option(factory=dict, cli=False, help="settings of the chosen trainer's own config (its flags on the command line, e.g. --logreg-c), as a mapping in YAML")
     rationale_weight: float = option(1.0, help="lambda in L = L_label + lambda * L_rationale", ge=0)
     rationale_schedule: str = option("constant", help="lambda over training: constant, linear-decay (lambda * (1 - progress)) or cosine-decay (lambda * (1 + cos(pi * progress)) / 2)", choices=("constant", "linear-decay", "cosine-decay"))
     objective: str = option("sft", help="sft: cross-entropy on the teacher's text (multi-task with rationale data); kd: alpha * hard-label CE + (1 - alpha) * T^2 * soft-target divergence; multitask+kd: L_label + lambda * L_rationale + kd_weight * T^2 * L_KD", choices=OBJECTIVES)
@@ -191,10 +192,30 @@ def train(config: TrainConfig, plugins=None) -> Path:
     if config.rationale_weight < 0:
         raise UsageError("--rationale-weight must be >= 0")
     plugins = plugins or load_plugins()
-    trainer = plugins.trainers.get(config.trainer)
-    if "plugins" in inspect.signature(trainer).parameters:  # e.g. to find a third-party source of soft targets
-        return Path(trainer(config, plugins=plugins))
-    return Path(trainer(config))
+    config = resolve(config, plugins)
+    entry = plugins.trainers.entry(config.trainer)
+    trainer, kwargs = entry.obj, {}
+    accepts = inspect.signature(trainer).parameters
+    if "plugins" in accepts:  # e.g. to find a third-party source of soft targets
+        kwargs["plugins"] = plugins
+    settings_cls = entry.options.get("config")
+    if settings_cls is not None:  # the trainer's own settings, checked like any other config
+        kwargs["settings"] = build(settings_cls, config.trainer_options, f"train: trainer_options of --trainer {config.trainer}")
+    elif config.trainer_options:
+        raise UsageError(f"trainer_options {sorted(config.trainer_options)}: --trainer {config.trainer} takes no options of its own")
+    return Path(trainer(config, **kwargs))
+
+
+def resolve(config: TrainConfig, plugins) -> TrainConfig:
+    """The config with the trainer's default student filled in (what is trained, and fingerprinted)."""
+    if config.student is not None:
+        return config
+    from dataclasses import replace
+
+    default = plugins.trainers.entry(config.trainer).options.get("default_student")
+    if default is None:
+        raise UsageError(f"--student is required with --trainer {config.trainer}")
+    return replace(config, student=default)
 
 
 def objective_line(c: dict, mode: str) -> str:
@@ -234,6 +255,8 @@ def fit_summary(fit: dict) -> str:
 def model_card(meta: dict, evaluation: str | None = None) -> str:
     """The student's README.md: base, teacher, data, objective, training, and evaluation once there is one."""
     c, d = meta["config"], meta["dataset"]
+    if meta.get("student_kind") == "classifier":
+        return classifier_card(meta, evaluation)
     losses = [h["loss"] for h in meta["log_history"] if "loss" in h]
     lines = [
         "# Student distilled with rationale-distill", "",
@@ -249,6 +272,30 @@ def model_card(meta: dict, evaluation: str | None = None) -> str:
         *([f"- Validation loss (last evaluation): {validation}"] if (validation := eval_summary(meta)) else []),
         *[f"- Rows that fit (max_length {f['max_length']}), {split}: {fit_summary(f)}" for split, f in meta.get("fit", {}).items()], "",
         "At inference the student answers from the label prefix alone; it does not generate a rationale.", "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
+    ]  # fmt: skip
+    if evaluation:
+        lines += ["## Evaluation", "", evaluation, ""]
+    return "\n".join(lines)
+
+
+def classifier_card(meta: dict, evaluation: str | None = None) -> str:
+    """The README.md of an encoder-classifier or tfidf-logreg student."""
+    c, d, data = meta["config"], meta["dataset"], meta["data"]
+    soft = data.get("soft_labels") or {}
+    target = ("hard labels" if c["objective"] == "sft" else
+              f"soft labels from the teacher's {c['kd_source']} (T {c['kd_temperature']}, alpha {c['kd_alpha']} on the hard label); "
+              f"rows: {json.dumps(soft, sort_keys=True)}")  # fmt: skip
+    lines = [
+        f"# Classifier distilled with rationale-distill (`{c['trainer']}`)", "",
+        f"- Model: {meta['student_base']}" + (" + LoRA (merged)" if c.get("lora") and c["trainer"] == "encoder-classifier" else ""),
+        "- Teacher(s): " + ", ".join(f"`{t}`" for t in d.get("teachers", [])),
+        f"- Data: `{c['data']}`, rows {json.dumps(data['rows'], sort_keys=True)}",
+        f"- Classes ({len(meta['classes'])}): " + ", ".join(f"`{x}`" for x in meta["classes"]),
+        f"- Trained on: {target}",
+        f"- Settings: {json.dumps(meta.get('trainer_settings', {}), sort_keys=True)}; device {meta['device']}, {meta['train_runtime_s']:.1f} s",
+        f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)", "",
+        "The student maps the bare input to one class; it writes no rationale.", "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
     ]  # fmt: skip
     if evaluation:
