@@ -282,3 +282,25 @@ compare: {{teacher: true}}
         assert read_student(tmp_path / "run" / "student")["trainer_settings"]["logreg_c"] == 3
         code, _, err = cli("run", cfg)
         assert code == 0 and json.loads((tmp_path / "run" / "summary.json").read_text())["train"]["reused"] is True
+
+
+def test_the_shipped_triage_example_is_what_its_script_writes_and_its_prompt_loads(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from rationale_distill.plugins import load_plugins
+    from rationale_distill.prompts import resolve_prompt
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_triage", root / "examples" / "make_triage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path)
+    for split in ("train", "test"):
+        assert (tmp_path / f"triage_{split}.jsonl").read_text() == (root / "rationale_distill" / "demo" / f"triage_{split}.jsonl").read_text()
+    train = [json.loads(x) for x in (tmp_path / "triage_train.jsonl").read_text().splitlines()]
+    test = {json.loads(x)["text"] for x in (tmp_path / "triage_test.jsonl").read_text().splitlines()}
+    assert len(train) == 400 and len(test) == 150 and not test & {r["text"] for r in train}  # held out: no message in both
+    prompt = resolve_prompt(load_plugins(), "triage-cot")
+    assert prompt.options == ["billing", "technical", "account", "sales", "feedback"] and {r["queue"] for r in train} == set(prompt.options)
+    assert [d["answer"] for d in prompt.examples] == prompt.options  # one demo per queue
