@@ -14,7 +14,8 @@ from rationale_distill.dataset import BuildConfig, build
 from rationale_distill.errors import UsageError
 from rationale_distill.testing.tiny import make_tiny_student
 from rationale_distill.training import TrainConfig, train
-from rationale_distill.training.kd import divergence, full_divergence, token_pieces, topk_divergence
+from rationale_distill.training.divergence import divergence, full_divergence, topk_divergence
+from rationale_distill.training.kd import token_pieces
 
 
 def reference(s_logits, t_logits, beta, temperature):
@@ -303,7 +304,7 @@ def test_the_builder_keeps_votes_logprobs_and_the_teachers_prompt_for_soft_targe
     build(str(tmp_path / "t.jsonl"), BuildConfig(records=str(tmp_path / "t.jsonl"), out=str(tmp_path / "lean"), test_fraction=0,
                                                  validation_fraction=0, soft_target_fields=False))  # fmt: skip
     lean = [json.loads(x) for x in (tmp_path / "lean" / "train.jsonl").read_text().splitlines()]
-    assert all(set(r) == {"id", "task", "prompt", "completion"} for r in lean)
+    assert all(set(r) == {"id", "task", "prompt", "completion"} | ({"input", "label"} if r["task"] == "label" else set()) for r in lean)
 
 
 def test_a_half_depth_student_keeps_every_other_layer_and_reloads_at_that_depth(ws, tmp_path):

@@ -283,7 +283,8 @@ def soft_targets(config: TrainConfig, plugins=None):
     if config.objective == "sft":
         return None
     from ..plugins import load_plugins
-    from .kd import KDSettings, beta_of
+    from .divergence import beta_of
+    from .kd import KDSettings
 
     plugins = plugins or load_plugins()
     if config.kd_source not in plugins.soft_targets:
@@ -431,7 +432,7 @@ def keep_every_kth_layer(model, k: int) -> None:
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new
-    from .kd import text_config
+    from .divergence import text_config
 
     config = text_config(model)
     if getattr(config, "layer_types", None):
