@@ -131,3 +131,23 @@ def test_llama_server_logprobs_are_top_k_soft_targets_for_a_student_with_gemmas_
                             objective="kd", kd_source="logprobs", kd_top_k=5, max_steps=2, eval_split="none"))  # fmt: skip
     notes = json.loads((out / "rdistill_train.json").read_text())["soft_targets"]["train"]
     assert notes.get("rows with teacher logprobs", 0) >= 0.8 * sum(notes.values()), notes
+
+
+def test_llama_server_logprobs_become_class_probabilities_for_a_classifier(llama, tmp_path):
+    """On the triage example, the real server's top-K alternatives at the answer's first token (as llama.cpp spells
+    its tokens) name the queues: most rows get a soft label over the classes, and a TF-IDF student trains on them."""
+    from rationale_distill.training import TrainConfig, read_student, train
+    from rationale_distill.training.labels import read_class_data
+
+    rd.generate(rd.GenerateConfig(data=str(DEMO / "triage_train.jsonl"), teachers=["openai/gemma-3-270m"], api_base=llama,
+                                  prompt="triage-cot", input_field="text", label_field="queue", limit=24, samples=2, temperature=0.7,
+                                  logprobs=5, concurrency=4, cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "teacher.jsonl")))  # fmt: skip
+    build(str(tmp_path / "teacher.jsonl"), BuildConfig(records=str(tmp_path / "teacher.jsonl"), out=str(tmp_path / "data"), mode="label-only",
+                                                      label_source="vote", test_fraction=0, validation_fraction=0))  # fmt: skip
+    data = read_class_data(tmp_path / "data", "logprobs", 1.0)
+    rows = sum(data.soft_counts.values())
+    assert data.soft_counts["soft"] >= 0.8 * rows, dict(data.soft_counts)
+    assert all(abs(sum(e.soft) - 1) < 1e-6 for e in data.splits["train"] if e.soft)
+    assert any(0.01 < max(e.soft) < 0.99 for e in data.splits["train"] if e.soft)  # real alternatives: not all one-hot
+    out = train(TrainConfig(data=str(tmp_path / "data"), trainer="tfidf-logreg", out=str(tmp_path / "s"), objective="kd", kd_source="logprobs"))
+    assert read_student(out)["data"]["soft_labels"]["soft"] == data.soft_counts["soft"]
