@@ -304,3 +304,24 @@ def test_the_shipped_triage_example_is_what_its_script_writes_and_its_prompt_loa
     prompt = resolve_prompt(load_plugins(), "triage-cot")
     assert prompt.options == ["billing", "technical", "account", "sales", "feedback"] and {r["queue"] for r in train} == set(prompt.options)
     assert [d["answer"] for d in prompt.examples] == prompt.options  # one demo per queue
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_encoder_gradient_accumulation_equals_one_big_batch_and_freezing_trains_the_head_only(tmp_path):
+    rows = _split_vote_rows()[:8] + [{"input": "reset my password please", "label": "account"}] * 2  # 10 rows: micro-batches 4, 4, 2
+    encoder = make_tiny_encoder(tmp_path / "enc", [r["input"] for r in rows], dropout=0.0)
+    data = dataset_folder(tmp_path / "d", rows)
+    common = dict(data=str(data), trainer="encoder-classifier", student=str(encoder), max_steps=3, learning_rate=1e-3, eval_split="none",
+                  objective="kd", kd_source="votes", kd_alpha=0.3)  # fmt: skip
+    big = _weights(train(TrainConfig(**common, out=str(tmp_path / "big"), batch_size=10, grad_accum=1)))
+    acc = _weights(train(TrainConfig(**common, out=str(tmp_path / "acc"), batch_size=4, grad_accum=3)))  # unequal: weighted by rows
+    assert all(torch.allclose(big[k], acc[k], atol=1e-5) for k in big)
+    start = {k: v for k, v in _weights(train(TrainConfig(**{**common, "max_steps": 1, "learning_rate": 1e-12}, out=str(tmp_path / "zero")))).items()}
+    frozen = _weights(train(TrainConfig(**{**common, "trainer_options": {"freeze_encoder": True}}, out=str(tmp_path / "frozen"))))
+    moved = {k for k in frozen if not torch.allclose(frozen[k], start[k], atol=1e-7)}
+    assert moved and all(k.startswith("classifier.") for k in moved), moved

@@ -43,7 +43,7 @@ def make_tiny_student(folder: str | Path, texts: list[str], hidden: int = 64, la
 
 
 def make_tiny_encoder(folder: str | Path, texts: list[str], hidden: int = 32, layers: int = 2, heads: int = 2,
-                      vocab_size: int = 400, seed: int = 0) -> Path:  # fmt: skip
+                      vocab_size: int = 400, seed: int = 0, dropout: float = 0.1) -> Path:  # fmt: skip
     """A tiny BERT encoder (no head: ``AutoModelForSequenceClassification`` adds one) with a WordPiece tokenizer
     trained on ``texts``."""
     import torch
@@ -60,7 +60,8 @@ def make_tiny_encoder(folder: str | Path, texts: list[str], hidden: int = 32, la
                                         sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)  # fmt: skip
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=hidden * 2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+                        intermediate_size=hidden * 2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)  # fmt: skip
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
