@@ -140,20 +140,9 @@ def evaluate(config: EvalConfig, plugins=None) -> dict:
     student_input = meta["dataset"].get("student_input", {})
     answer_type, options = student_input.get("answer_type") or "text", student_input.get("options")
     device = pick_device(config.device)
-    load = trainer_loader(meta, plugins)
-    if load is not None:  # a classifier: it reads the bare input and names a class
-        student = load(config.student, device=device)
-        prompts = [e.input for e in examples]
-        outputs, batch_latency = student.predict(prompts, config.batch_size)
-        predictions = [_normalize(o, answer_type, options) for o in outputs]
-        _, single_latency = student.predict(prompts[: config.latency_samples], 1)
-        parameters, prompt_tokens = student.parameters, [student.tokens(p) for p in prompts]
-        if config.rationales:
-            import warnings
-
-            warnings.warn(f"--rationales: a {meta['config']['trainer']} student writes no rationale", stacklevel=2)
-    else:
-        prompts, outputs, predictions, batch_latency, single_latency, parameters, prompt_tokens, lm = ask_lm(config, meta, examples, device)
+    load = trainer_loader(meta, config.student, plugins)
+    asked = ask_classifier(load, config, examples, device, answer_type, options) if load else ask_lm(config, meta, examples, device)
+    prompts, outputs, predictions = asked.prompts, asked.outputs, asked.predictions
 
     golds = [e.gold for e in examples]
     teacher = teacher_view(config.teacher_records, examples) if config.teacher_records else None
@@ -164,16 +153,16 @@ def evaluate(config: EvalConfig, plugins=None) -> dict:
     report = {
         "config": to_dict(config),
         "student": {
-            "path": str(config.student), "base": meta["config"]["student"], "kind": meta["config"].get("trainer", "trl-sft"), "parameters": parameters,
+            "path": str(config.student), "base": meta["config"]["student"], "kind": meta["config"].get("trainer", "trl-sft"), "parameters": asked.parameters,
             **served_size(config.student, meta),
             "accuracy": student_scores["accuracy"], "accuracy_ci95": intervals["student"], "n_gold": student_scores["n_gold"],
             "agreement_with_teacher": student_scores.get("agreement"),
-            "n": len(examples), "latency_s": round(statistics.mean(single_latency), 4),
-            "latency_s_batched": round(statistics.mean(batch_latency), 4),
-            "throughput_per_s": round(len(prompts) / sum(batch_latency), 2) if sum(batch_latency) else None,
-            "prompt_tokens": round(statistics.mean(prompt_tokens), 1), "prompt_example": prompts[0],
+            "n": len(examples), "latency_s": round(statistics.mean(asked.single_latency), 4),
+            "latency_s_batched": round(statistics.mean(asked.batch_latency), 4),
+            "throughput_per_s": round(len(prompts) / sum(asked.batch_latency), 2) if sum(asked.batch_latency) else None,
+            "prompt_tokens": round(statistics.mean(asked.prompt_tokens), 1), "prompt_example": prompts[0],
             # Like for like with the teacher's price per answer: the serving machine's time for one answer, priced.
-            "cost_per_1k_usd": machine_cost(statistics.mean(single_latency), config.serve_usd_per_hour),
+            "cost_per_1k_usd": machine_cost(statistics.mean(asked.single_latency), config.serve_usd_per_hour),
             "cost_basis": f"measured seconds per answer at batch 1 x {per_hour(config)}",
             "device": device,
         },
@@ -184,10 +173,14 @@ def evaluate(config: EvalConfig, plugins=None) -> dict:
                       "teacher": teacher["answers"][i] if teacher else None}
                      for i, (e, p, o) in enumerate(zip(examples, predictions, outputs))][:100],  # fmt: skip
     }
-    if config.rationales and load is None:
+    if config.rationales and asked.lm is None:
+        import warnings
+
+        warnings.warn(f"--rationales: a {meta['config']['trainer']} student writes no rationale", stacklevel=2)
+    elif config.rationales:
         from .student import as_trained, generate_answers
 
-        model, tokenizer, chat, special = lm
+        model, tokenizer, chat, special = asked.lm
         rationale_prefix = meta["dataset"]["config"].get("rationale_prefix", "[rationale] ")
         asked, _ = as_trained(tokenizer, [rationale_prefix + e.input for e in examples[: config.rationales]], chat)
         texts, _ = generate_answers(model, tokenizer, asked, 96, config.batch_size, stop=None, add_special_tokens=special)
@@ -201,23 +194,47 @@ def evaluate(config: EvalConfig, plugins=None) -> dict:
     return report
 
 
-def trainer_loader(meta: dict, plugins=None):
-    """The ``load`` of the trainer plugin that wrote the student, or None for a causal LM (trl-sft, older students)."""
-    trainer = meta["config"].get("trainer", "trl-sft")
+@dataclass
+class Asked:
+    """A student's answers to the evaluated examples and how they were timed."""
+
+    prompts: list[str]  # exactly what the student read
+    outputs: list[str]  # what it wrote (an LM) or named (a classifier)
+    predictions: list[str | None]  # the answers, read by the answer type
+    batch_latency: list[float]  # seconds per example, in batches of --batch-size
+    single_latency: list[float]  # seconds per example, one at a time (the first --latency-samples)
+    parameters: int
+    prompt_tokens: list[int]
+    lm: tuple | None = None  # (model, tokenizer, chat, add_special_tokens) of an LM student, to ask it for rationales
+
+
+def trainer_loader(meta: dict, folder: str, plugins=None):
+    """The ``load`` of the trainer plugin that wrote a classifier student; None for a causal LM (trl-sft)."""
     if meta.get("student_kind") != "classifier":
         return None
     from .plugins import load_plugins
 
+    trainer = meta["config"]["trainer"]
     plugins = plugins or load_plugins()
     if trainer not in plugins.trainers:
-        raise UsageError(f"{meta['config']['out']}: written by --trainer {trainer}, which no loaded plugin registers; load its plugin (--plugins-dir)")
+        raise UsageError(f"{folder}: written by --trainer {trainer}, which no loaded plugin registers; load its plugin (--plugins-dir)")
     load = plugins.trainers.entry(trainer).options.get("load")
     if load is None:
-        raise UsageError(f"--trainer {trainer} registered no `load`, so its students cannot be evaluated")
+        raise UsageError(f"{folder}: --trainer {trainer} registered no `load`, so its students cannot be evaluated")
     return load
 
 
-def ask_lm(config: EvalConfig, meta: dict, examples: list[Example], device: str):
+def ask_classifier(load, config: EvalConfig, examples: list[Example], device: str, answer_type: str, options) -> Asked:
+    """A classifier student (loaded by its trainer's ``load``) names a class for each bare input."""
+    student = load(config.student, device=device)
+    prompts = [e.input for e in examples]
+    outputs, batch_latency = student.predict(prompts, config.batch_size)
+    _, single_latency = student.predict(prompts[: config.latency_samples], 1)
+    return Asked(prompts, outputs, [_normalize(o, answer_type, options) for o in outputs], batch_latency, single_latency,
+                 student.parameters, [student.tokens(p) for p in prompts])  # fmt: skip
+
+
+def ask_lm(config: EvalConfig, meta: dict, examples: list[Example], device: str) -> Asked:
     """A causal-LM student's answers from the label prefix, timed in batches and one at a time."""
     from .student import as_trained, generate_answers, load_model, parameter_count
 
@@ -230,11 +247,11 @@ def ask_lm(config: EvalConfig, meta: dict, examples: list[Example], device: str)
     prompts, special = as_trained(tokenizer, [e.prompt for e in examples], chat)  # asked exactly as trained
     outputs, batch_latency = generate_answers(model, tokenizer, prompts, max_new, config.batch_size,
                                               stop=None if full_response else "\n", add_special_tokens=special)  # fmt: skip
-    predictions = [_answer(o, answer_type, options) for o in outputs]
     timed = prompts[: config.latency_samples]
     _, single_latency = generate_answers(model, tokenizer, timed, max_new, batch_size=1, stop=None, add_special_tokens=special)
-    prompt_tokens = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
-    return prompts, outputs, predictions, batch_latency, single_latency, parameter_count(model), prompt_tokens, (model, tokenizer, chat, special)
+    return Asked(prompts, outputs, [_answer(o, answer_type, options) for o in outputs], batch_latency, single_latency,
+                 parameter_count(model), [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts],
+                 (model, tokenizer, chat, special))  # fmt: skip
 
 
 def machine_cost(seconds_per_answer: float, usd_per_hour: float) -> float:
