@@ -50,20 +50,26 @@ def dataset_folder(path, rows, options=None, teachers=("openai/fake",)):
     return path
 
 
+def ask_teacher(root, rows, **options):
+    """The triage fake teacher over real HTTP on ``rows``: root/teacher.jsonl."""
+    import rationale_distill as rd
+
+    (root / "tickets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "triage.yaml").write_text("name: triage\ntemplate: 'Message: {input}'\nanswer_marker: So the answer is\n")
+    with FakeOpenAI(responder=triage_responder) as server:
+        rd.generate(rd.GenerateConfig(data=str(root / "tickets.jsonl"), teachers=["openai/fake"], api_base=server.base_url, input_field="text",
+                                      label_field="queue", prompt=str(root / "triage.yaml"), out=str(root / "teacher.jsonl"),
+                                      cache_dir=str(root / "cache"), **options))  # fmt: skip
+    return root / "teacher.jsonl"
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """Teacher records over real HTTP (4 samples, split votes on some inputs) -> a label-only dataset -> a tiny encoder."""
-    import rationale_distill as rd
     from rationale_distill.dataset import BuildConfig, build
 
     root = tmp_path_factory.mktemp("classifiers")
-    data = root / "tickets.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in tickets(90, 0)))
-    prompt = root / "triage.yaml"
-    prompt.write_text("name: triage\ntemplate: 'Message: {input}'\nanswer_marker: So the answer is\n")
-    with FakeOpenAI(responder=triage_responder) as server:
-        rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=server.base_url, input_field="text", label_field="queue",
-                                      prompt=str(prompt), samples=4, out=str(root / "teacher.jsonl"), cache_dir=str(root / "cache")))  # fmt: skip
+    ask_teacher(root, tickets(90, 0), samples=4)
     build(str(root / "teacher.jsonl"), BuildConfig(records=str(root / "teacher.jsonl"), out=str(root / "data"), mode="label-only",
                                                    validation_fraction=0.1, test_fraction=0.2))  # fmt: skip
     make_tiny_encoder(root / "encoder", [r["text"] for r in tickets(200, 1)])
@@ -239,17 +245,10 @@ def test_cli_trains_both_kinds_and_evaluates_them_in_the_same_report(ws, tmp_pat
 
 
 def test_logprobs_from_the_teacher_reach_the_classifier_through_the_builder(tmp_path):
-    import rationale_distill as rd
     from rationale_distill.dataset import BuildConfig, build
 
-    data = tmp_path / "tickets.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in tickets(30, 2)))
-    prompt = tmp_path / "triage.yaml"
-    prompt.write_text("name: triage\ntemplate: 'Message: {input}'\nanswer_marker: So the answer is\n")
-    with FakeOpenAI(responder=triage_responder) as server:
-        rd.generate(rd.GenerateConfig(data=str(data), teachers=["openai/fake"], api_base=server.base_url, input_field="text", label_field="queue",
-                                      prompt=str(prompt), logprobs=3, out=str(tmp_path / "t.jsonl")))  # fmt: skip
-    build(str(tmp_path / "t.jsonl"), BuildConfig(records=str(tmp_path / "t.jsonl"), out=str(tmp_path / "d"), mode="label-only", test_fraction=0.2))
+    records = ask_teacher(tmp_path, tickets(30, 2), logprobs=3)
+    build(str(records), BuildConfig(records=str(records), out=str(tmp_path / "d"), mode="label-only", test_fraction=0.2))
     classes = read_class_data(tmp_path / "d", "logprobs", 1.0)
     # the fake's logprobs put all mass on the word it wrote: the soft label is the one-hot of the teacher's answer
     assert classes.soft_counts == {"soft": len(classes.splits["train"]) + len(classes.splits.get("validation", []))}

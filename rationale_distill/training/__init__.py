@@ -272,11 +272,8 @@ def model_card(meta: dict, evaluation: str | None = None) -> str:
         *([f"- Validation loss (last evaluation): {validation}"] if (validation := eval_summary(meta)) else []),
         *[f"- Rows that fit (max_length {f['max_length']}), {split}: {fit_summary(f)}" for split, f in meta.get("fit", {}).items()], "",
         "At inference the student answers from the label prefix alone; it does not generate a rationale.", "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
     ]  # fmt: skip
-    if evaluation:
-        lines += ["## Evaluation", "", evaluation, ""]
-    return "\n".join(lines)
+    return card_end(lines, meta, evaluation)
 
 
 def classifier_card(meta: dict, evaluation: str | None = None) -> str:
@@ -296,8 +293,13 @@ def classifier_card(meta: dict, evaluation: str | None = None) -> str:
         f"- Settings: {json.dumps(meta.get('trainer_settings', {}), sort_keys=True)}; device {meta['device']}, {meta['train_runtime_s']:.1f} s",
         f"- Parameters: {meta['parameters']:,} ({meta['trainable_parameters']:,} trained)", "",
         "The student maps the bare input to one class; it writes no rationale.", "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), "",
     ]  # fmt: skip
+    return card_end(lines, meta, evaluation)
+
+
+def card_end(lines: list[str], meta: dict, evaluation: str | None) -> str:
+    """A model card's versions line and, once `rdistill eval` has run, its results."""
+    lines = lines + ["Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
     if evaluation:
         lines += ["## Evaluation", "", evaluation, ""]
     return "\n".join(lines)
