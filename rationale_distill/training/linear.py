@@ -30,24 +30,13 @@ class TfidfLogRegConfig:
     logreg_max_iter: int = option(2000, help="tfidf-logreg: L-BFGS iterations at most", ge=1)
 
 
-def soft_source(config) -> str | None:
-    """The soft-label source a classifier trainer reads: None for hard labels (--objective sft)."""
-    if config.objective == "sft":
-        return None
-    if config.objective != "kd":
-        raise UsageError(f"--objective {config.objective}: --trainer {config.trainer} trains on labels only; use sft (hard labels) or kd (soft labels)")
-    if config.kd_source not in ("votes", "logprobs"):
-        raise UsageError(f"--kd-source {config.kd_source}: --trainer {config.trainer} takes soft labels from votes or logprobs")
-    return config.kd_source
-
-
 def train_tfidf_logreg(config, settings: TfidfLogRegConfig | None = None) -> Path:
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     from . import begin_output, finish_output, fingerprint, model_card
-    from .labels import mixed_target, read_class_data
+    from .labels import ignored, mixed_target, read_class_data, soft_source
 
     settings = settings or TfidfLogRegConfig()
     ignored(config, ("lora", "qlora", "merge_adapter", "student_keep_every", "resume"))
@@ -103,18 +92,6 @@ def full_probs(model, features, n_classes: int):
     probs = np.zeros((features.shape[0], n_classes))
     probs[:, model.classes_] = model.predict_proba(features)
     return probs
-
-
-def ignored(config, names: tuple[str, ...]) -> None:
-    """Warn about settings the chosen trainer does not use (TRL's habit: a setting that is ignored is said so)."""
-    import warnings
-
-    from . import TrainConfig
-
-    defaults = TrainConfig(data="")
-    for name in names:
-        if getattr(config, name) != getattr(defaults, name):
-            warnings.warn(f"--{name.replace('_', '-')} has no effect with --trainer {config.trainer}", stacklevel=3)
 
 
 class LinearStudent:
