@@ -54,11 +54,26 @@ def questions(n: int, tag: str) -> list[str]:
     return [f"[{tag}] What is {i} + {i % 97}?" for i in range(n)]
 
 
-def whole_process(cmd: list[str], out: Path, n: int, env: dict | None = None) -> dict:
+def server_first(base: str, reset: bool = False) -> float | None:
+    """The fake server's clock of its first request since the last reset (time.time(), this machine's clock)."""
+    import urllib.request
+
+    root = base.rsplit("/v1", 1)[0]
+    if reset:
+        urllib.request.urlopen(urllib.request.Request(f"{root}/_bench/reset", data=b"", method="POST"), timeout=10).read()
+        return None
+    return json.loads(urllib.request.urlopen(f"{root}/_bench/first", timeout=10).read())["first_request_at"]
+
+
+def whole_process(cmd: list[str], out: Path, n: int, env: dict | None = None, base: str | None = None) -> dict:
     """Wall seconds from launch to exit, CPU seconds (user + system, the process and the children it waited for) and
-    peak RSS of its largest process; it must have written its n answers to `out`. Whatever it prints last as a JSON
-    object is kept (the sequential loop reports how long its sample took)."""
+    peak RSS of its largest process; it must have written its n answers to `out`. With the server's `base`, also
+    the seconds from launch to the first request the server saw (0 requests, as in a replay: None). Whatever it
+    prints last as a JSON object is kept (the sequential loop reports how long its sample took)."""
+    if base:
+        server_first(base, reset=True)
     with tempfile.TemporaryFile("w+") as out_fh, tempfile.TemporaryFile("w+") as err_fh:
+        launched = time.time()
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out_fh, stderr=err_fh, text=True, env=env or ENV)
         _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for its resource usage
@@ -72,7 +87,8 @@ def whole_process(cmd: list[str], out: Path, n: int, env: dict | None = None) ->
     if written != n:
         raise RuntimeError(f"{' '.join(cmd[:3])} ... wrote {written} answers to {out}, not {n}")
     last = [x for x in stdout.strip().splitlines() if x.startswith("{")][-1:]
-    return {"s": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
+    first = server_first(base) if base else None
+    return {"s": seconds, "first_request_s": None if first is None else first - launched, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
             **(json.loads(last[0]) if last else {})}  # fmt: skip
 
 
@@ -87,7 +103,27 @@ def ours(base: str, n: int, concurrency: int, tag: str, workers: int = 1, work: 
     out = work / ("replay.jsonl" if replay else "out.jsonl")
     cmd = [RDISTILL, "generate", str(data), "--teacher", MODEL, "--api-base", base, "--prompt", str(prompt), "--concurrency",
            str(concurrency), "--workers", str(workers), "--cache-dir", str(work / "cache"), "--out", str(out)]  # fmt: skip
-    return {**whole_process(cmd, out, n), "work": str(work)}
+    return {**whole_process(cmd, out, n, base=base), "work": str(work)}
+
+
+def dry_run(n: int) -> dict:
+    """`rdistill generate --dry-run` over n new inputs (nothing cached): planning, token counts and the price."""
+    work = Path(tempfile.mkdtemp())
+    data, prompt = work / "rows.jsonl", work / "bench.yaml"
+    data.write_text("".join(json.dumps({"input": q}) + "\n" for q in questions(n, "dry")))
+    prompt.write_text("name: bench\ntemplate: '{input}'\nanswer_type: number\n")
+    cmd = [RDISTILL, "generate", str(data), "--teacher", "openai/gpt-4o-mini", "--prompt", str(prompt), "--cache-dir",
+           str(work / "cache"), "--dry-run"]  # fmt: skip
+    with tempfile.TemporaryFile("w+") as out_fh:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out_fh, stderr=subprocess.STDOUT, text=True, env=ENV)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        out_fh.seek(0)
+        stdout = out_fh.read()
+    if os.waitstatus_to_exitcode(status) != 0 or str(n) not in stdout:
+        raise RuntimeError(f"the dry run failed: {stdout[-500:]}")
+    return {"s": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}
 
 
 def child(kind: str, base: str, n: int, concurrency: int, tag: str) -> dict:
@@ -96,7 +132,7 @@ def child(kind: str, base: str, n: int, concurrency: int, tag: str) -> dict:
     out = work / "out.jsonl"
     python = sys.executable
     return {**whole_process([python, __file__, "--child", kind, base, str(n), str(concurrency), tag, str(out)], out,
-                            100 if kind == "sequential" else n), "work": str(work)}  # fmt: skip
+                            100 if kind == "sequential" else n, base=base), "work": str(work)}  # fmt: skip
 
 
 def curator(python: str | None, base: str, n: int, concurrency: int, tag: str, backend: str, work: str | None = None) -> dict | None:
@@ -106,7 +142,7 @@ def curator(python: str | None, base: str, n: int, concurrency: int, tag: str, b
     work = work or tempfile.mkdtemp()
     out = Path(work) / ("replay.jsonl" if (Path(work) / "out.jsonl").exists() else "out.jsonl")
     cmd = [python, __file__, "--child", f"curator-{backend}", base, str(n), str(concurrency), tag, str(out)]
-    return {**whole_process(cmd, out, n), "work": work}
+    return {**whole_process(cmd, out, n, base=base), "work": work}
 
 
 # --- what runs in the child processes ---------------------------------------------------------------------------
@@ -198,7 +234,7 @@ def main() -> None:
     if args.child:
         kind, base, n, conc, tag, out = args.child
         return run_child(kind, base, int(n), int(conc), tag, out)
-    na, nb = (200, 400) if args.quick else (1000, 2000)
+    na, nb, nd = (200, 400, 10_000) if args.quick else (1000, 2000, 100_000)
     conc = 64
     has_curator = Path(args.curator_python).is_file()
     results: dict = {"machine": f"{os.cpu_count()} CPU cores", "quick": args.quick, "rounds": args.rounds, "timing": "whole process, launch to written output"}
@@ -242,24 +278,32 @@ def main() -> None:
     finally:
         server.kill()
 
+    dry = [dry_run(nd) for _ in range(3)]
+
     def spread(xs: list[dict]) -> dict:
         wall = [x["s"] for x in xs]
+        firsts = [x["first_request_s"] for x in xs if x.get("first_request_s") is not None]
         return {"median": statistics.median(wall), "min": min(wall), "max": max(wall),
-                "cpu_s": statistics.median(x["cpu_s"] for x in xs), "peak_mib": max(x["peak_mib"] for x in xs)}  # fmt: skip
+                "cpu_s": statistics.median(x["cpu_s"] for x in xs), "peak_mib": max(x["peak_mib"] for x in xs),
+                "first_request_s": statistics.median(firsts) if firsts else None}  # fmt: skip
 
     b = {name: spread(v) for name, v in runs.items()}
     seq_cpu = seq["cpu_s"] * nb / seq["sampled"]  # an upper bound: start-up is scaled up too
-    b["sequential loop (first 100 timed, extrapolated)"] = {"median": seq_s, "min": seq_s, "max": seq_s, "cpu_s": seq_cpu, "peak_mib": seq["peak_mib"]}
+    b["sequential loop (first 100 timed, extrapolated)"] = {"median": seq_s, "min": seq_s, "max": seq_s, "cpu_s": seq_cpu,
+                                                           "peak_mib": seq["peak_mib"], "first_request_s": seq["first_request_s"]}  # fmt: skip
     ref_name = "curator (openai/aiohttp backend)" if has_curator else "bare acompletion loop"
     ref = b[ref_name]
     results["b"] = {"n": nb, "latency": 0.1, "ideal_s": ideal, "seconds": b, "runs": runs, "reference": ref_name}
     results["c"] = {name: {**spread(v), "records_per_s": nb / statistics.median(x["s"] for x in v)} for name, v in replays.items() if v}
+    results["d"] = {"n": nd, **spread(dry)}
     two, one = b["ours, 2 workers"], b["ours, 1 process"]
     results["targets"] = {  # issue 19's goals, whole processes
         "a_2_workers_within_1.05x_ideal": a["ours_2_workers"]["s"] / ideal_a <= 1.05,
         f"b_2_workers_wall_within_0.85x_{ref_name}": two["median"] / ref["median"] <= 0.85,
         f"b_1_process_wall_within_0.85x_{ref_name}": one["median"] / ref["median"] <= 0.85,
         f"b_2_workers_cpu_within_1.0x_{ref_name}": two["cpu_s"] / ref["cpu_s"] <= 1.0,
+        "b_1_process_first_request_within_1s": one["first_request_s"] <= 1.0,
+        "d_dry_run_within_10s": results["d"]["median"] <= 10.0,
         "c_replay_at_least_curators_records_per_s": all(results["c"]["ours"]["records_per_s"] >= v["records_per_s"] for k, v in results["c"].items() if k != "ours"),
     }  # fmt: skip
 
@@ -269,13 +313,18 @@ def main() -> None:
         lines.append(f"| {name.replace('_', ' ')} | {v['s']:.2f} | {v['cpu_s']:.2f} | {v['s'] / ideal_a:.2f} |")
     lines += ["", f"(b) 100 ms per request, N={nb:,}, concurrency {conc}, ideal {ideal:.1f} s; wall: median of {args.rounds} interleaved "
               f"rounds [min-max]; CPU: median; peak: the largest process's RSS", "",
-              f"| run | wall (s) | CPU (s) | peak (MiB) | x ideal | wall x {ref_name} | CPU x {ref_name} |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+              f"| run | wall (s) | CPU (s) | peak (MiB) | launch to 1st request (s) | x ideal | wall x {ref_name} | CPU x {ref_name} |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, v in sorted(b.items(), key=lambda kv: kv[1]["median"]):
-        lines.append(f"| {name} | {v['median']:.2f} [{v['min']:.2f}-{v['max']:.2f}] | {v['cpu_s']:.2f} | {v['peak_mib']:.0f} | "
+        first = "-" if v["first_request_s"] is None else f"{v['first_request_s']:.2f}"
+        lines.append(f"| {name} | {v['median']:.2f} [{v['min']:.2f}-{v['max']:.2f}] | {v['cpu_s']:.2f} | {v['peak_mib']:.0f} | {first} | "
                      f"{v['median'] / ideal:.2f} | {v['median'] / ref['median']:.2f} | {v['cpu_s'] / ref['cpu_s']:.2f} |")  # fmt: skip
     lines += ["", f"(c) cache replay of (b), whole process (median of {args.rounds} [min-max]): " + "; ".join(
         f"{name} {v['median']:.2f} s [{v['min']:.2f}-{v['max']:.2f}], CPU {v['cpu_s']:.2f} s = {v['records_per_s']:,.0f} records/s"
         for name, v in results["c"].items()),  # fmt: skip
+        "", f"(d) `rdistill generate --dry-run` over {nd:,} new inputs (openai/gpt-4o-mini's price), whole process, median of 3 "
+        f"[min-max]: {results['d']['median']:.2f} s [{results['d']['min']:.2f}-{results['d']['max']:.2f}], CPU {results['d']['cpu_s']:.2f} s, "
+        f"peak {results['d']['peak_mib']:.0f} MiB",
         "", "Targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in results["targets"].items())]
     if not has_curator:
         lines.append(f"bespokelabs-curator rows are missing: no {args.curator_python} (run: bash benchmarks/setup_curator.sh)")

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from .calls import Call, Stats, run_calls
 from .config import option
-from .errors import BadRow, BudgetExceeded, CompletedWithFailures, PluginError, UsageError
-from .parsing import ANSWER_TYPES, ParseFailure, infer_answer_type, normalize, parse_sample
-from .prompts import PromptSpec, resolve_prompt, unusable
+from .errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageError
+from .parsing import ParseFailure, parse_sample
+from .prompts import PromptSpec, resolve_prompt
 from .records import Sample, TeacherRecord, write_jsonl
 from .store import Store, call_key, default_cache_dir, exclusive
+from .rows import (DEFAULT_WINDOW, Example, describe_answer_type, load_rows, prepare_row, prepare_rows, row_notes,  # noqa: F401
+                   settle_answer_type, skipped_path, within_window)  # prepare_row, load_rows: imported from here by users
 from .teachers import Request, Teacher, install_providers, parse_price
 
 
@@ -93,20 +95,8 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
         raise UsageError("--teacher: the same teacher is named twice; use --samples for more samples")
     if config.samples < 1 or config.concurrency < 1:
         raise UsageError("--samples and --concurrency must be at least 1")
-    install_providers(plugins)  # before asking a teacher what it accepts: local/ and plugin providers are known then
-    for t in teachers:
-        reason = t.refuses(spec.format)
-        if reason:
-            raise UsageError(f"--teacher {t.name} with --prompt {spec.name}: {reason}")
-
-    if config.max_cost is not None:
-        unpriced = [t.name for t in teachers if t.cost_of(1000, 1000) is None]
-        if unpriced:
-            raise UsageError(f"--max-cost: no price is known for {unpriced[0]}, so the budget could never trigger; "
-                             "pass --price IN,OUT (USD per 1M input and output tokens)")  # fmt: skip
-
-    examples, skipped = prepare_rows(spec, config, rows, teachers)
-    calls = plan_calls(spec, config, teachers, examples)
+    # Rows over an explicit --max-prompt-tokens are refused now; the model's own window is asked for below.
+    examples, skipped = prepare_rows(spec, config, rows, config.max_prompt_tokens)
     with contextlib.ExitStack() as locks:
         if not config.dry_run:
             # One run at a time per cache and per output: two would pay for the same calls twice.
@@ -115,19 +105,55 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
             if config.out:
                 out = Path(config.out)
                 locks.enter_context(exclusive(out.with_name(f".{out.name}.lock"), f"the output {out}", "pass another --out"))
-        return run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped)
+        store = Store(config.cache_dir)
+        calls = plan_calls(spec, config, teachers, examples)
+        failed_before = look_up(calls, store, config)
+        if config.dry_run or not all(c.cached for c in calls):
+            # Something is to be sent (or priced): only now are the teachers asked what they accept. That is what
+            # imports LiteLLM (2-4 s), so a re-run answered wholly from the cache never waits for it.
+            fits = check_teachers(plugins, teachers, spec, config, examples, skipped)
+            if len(fits) < len(examples):
+                examples = fits
+                calls = plan_calls(spec, config, teachers, examples)
+                failed_before = look_up(calls, store, config)
+        return run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped, store, failed_before)
 
 
-def run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped=()) -> Result:
-    store = Store(config.cache_dir)
+def check_teachers(plugins, teachers: list[Teacher], spec: PromptSpec, config: GenerateConfig, examples: list,
+                   skipped: list[tuple[str, str]]) -> list:  # fmt: skip
+    """Refuse what no teacher can take, before anything is sent; returns the examples whose prompts fit the
+    smallest context window among the teachers (rows over it stop the run or, with --skip-bad-rows, are listed)."""
+    install_providers(plugins)  # before asking a teacher what it accepts: local/ and plugin providers are known then
+    for t in teachers:
+        reason = t.refuses(spec.format)
+        if reason:
+            raise UsageError(f"--teacher {t.name} with --prompt {spec.name}: {reason}")
+    if config.max_cost is not None:
+        unpriced = [t.name for t in teachers if t.cost_of(1000, 1000) is None]
+        if unpriced:
+            raise UsageError(f"--max-cost: no price is known for {unpriced[0]}, so the budget could never trigger; "
+                             "pass --price IN,OUT (USD per 1M input and output tokens)")  # fmt: skip
+    if config.max_prompt_tokens:
+        return examples  # checked already
+    window = min((w for w in (t.context_window() for t in teachers) if w), default=DEFAULT_WINDOW)
+    return within_window(examples, skipped, config, window)
+
+
+def look_up(calls: list[Call], store: Store, config: GenerateConfig) -> int:
+    """Fill each call's entry from the cache; returns how many are permanent failures of an earlier run (kept as
+    such until --retry-failed)."""
     failed_before = 0
     for call in calls:
         call.entry = store.get(call.key)
         if call.entry is None and not config.retry_failed:
-            call.entry = store.failure(call.key)  # a permanent failure stays one until --retry-failed
+            call.entry = store.failure(call.key)
             failed_before += call.entry is not None
         call.cached = call.entry is not None
+    return failed_before
 
+
+def run_generation(config, plugins, spec, answer_type_source, examples, calls, progress, skipped, store: Store,
+                   failed_before: int) -> Result:  # fmt: skip
     if config.dry_run:
         stats = Stats(inputs=len(examples), calls=len(calls), notes=row_notes(examples, skipped, config))
         return Result(records=[], stats=stats, dry_run=estimate(spec, config, calls))
@@ -194,151 +220,6 @@ def check_failures(result: Result, config: GenerateConfig) -> None:
             f"completed with failures: {stats.failed_inputs} of {stats.inputs} inputs have failed calls ({kinds}){where}; "
             "a re-run retries transient failures, --retry-failed resends permanent ones, --allow-failures N accepts them"
         )
-
-
-# --- inputs -----------------------------------------------------------------------------------------
-
-
-def load_rows(plugins, path: str, limit: int | None = None) -> list[tuple[str, dict]]:
-    """Rows with where they came from ('file:line'), by the loader registered for the file's extension."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"{path}: no such file")
-    loader = None
-    for entry in plugins.loaders:
-        if any(p.name.endswith(ext) for ext in entry.options.get("extensions", ())):
-            loader = entry.obj
-            break
-    if loader is None:
-        exts = sorted(e for entry in plugins.loaders for e in entry.options.get("extensions", ()))
-        raise UsageError(f"{path}: no loader for this file type (known: {', '.join(exts)})")
-    rows = []
-    for lineno, row in loader(p):
-        rows.append((f"{path}:{lineno}", row))
-        if limit and len(rows) >= limit:
-            break
-    if not rows:
-        raise UsageError(f"{path}: no rows")
-    return rows
-
-
-def settle_answer_type(spec: PromptSpec, config: GenerateConfig, rows) -> tuple[PromptSpec, str]:
-    """The answer type (and option set) this run reads answers with: --answer-type, else the prompt file's, else
-    inferred from the gold labels. Returns the spec to use and where the type came from."""
-    from dataclasses import replace
-
-    if config.answer_type is not None:
-        if config.answer_type not in ANSWER_TYPES:
-            raise UsageError(f"--answer-type {config.answer_type!r}: choose one of {', '.join(ANSWER_TYPES)}")
-        if config.options and config.answer_type != "choice":
-            raise UsageError("--option is for --answer-type choice")
-        return replace(spec, answer_type=config.answer_type, options=config.options or spec.options), "--answer-type"
-    if config.options:
-        return replace(spec, answer_type="choice", options=config.options), "--option"
-    if spec.answer_type is not None:
-        return spec, f"prompt {spec.name}"
-    labels = [row.get(config.label_field) for _, row in rows if isinstance(row, dict)] if config.label_field else []
-    kind, options, why = infer_answer_type(labels)
-    return replace(spec, answer_type=kind, options=spec.options or options), f"inferred: {why}"
-
-
-def describe_answer_type(spec: PromptSpec, source: str) -> str:
-    options = f" over {', '.join(spec.options[:6])}{', ...' if len(spec.options) > 6 else ''}" if spec.options else ""
-    return f"{spec.answer_type}{options} ({source})"
-
-
-def prepare_rows(spec: PromptSpec, config: GenerateConfig, rows, teachers) -> tuple[list, list[tuple[str, str]]]:
-    """(examples, skipped rows as (where, why)). A bad row stops the run with its file and line, or with
-    --skip-bad-rows is skipped and listed. Nothing has been sent yet."""
-    limit = config.max_prompt_tokens or min((w for w in (t.context_window() for t in teachers) if w), default=DEFAULT_WINDOW)
-    examples, skipped = [], []
-    for where, row in rows:
-        try:
-            ex = prepare_row(spec, config, where, row)
-            size = prompt_size(ex.messages)  # a cheap upper estimate: no tokenizer for a 50 MB row
-            if size > limit:
-                raise BadRow(f"{where}: the prompt is about {size:,} tokens, over the {limit:,} the model accepts "
-                             "(--max-prompt-tokens); shorten the row")  # fmt: skip
-        except BadRow as exc:
-            if not config.skip_bad_rows:
-                raise BadRow(f"{exc}; or pass --skip-bad-rows to skip such rows (counted and listed)") from None
-            skipped.append((where, str(exc).split(": ", 1)[-1]))
-            continue
-        examples.append(ex)
-    if not examples:
-        raise UsageError(f"{config.data}: every row was skipped as bad (first: {skipped[0][0]}: {skipped[0][1]})")
-    return examples, skipped
-
-
-DEFAULT_WINDOW = 131072
-
-
-def prompt_size(messages: list[dict]) -> int:
-    """Estimated prompt tokens: 3 characters per token (English runs ~4, so this errs towards refusing less text)."""
-    return sum(len(m.get("content") or "") for m in messages) // 3 + 4 * len(messages)
-
-
-def row_notes(examples: list, skipped: list[tuple[str, str]], config: GenerateConfig) -> list[str]:
-    notes = []
-    if skipped:
-        listed = f"; all listed in {skipped_path(Path(config.out))}" if config.out else ""
-        first = "; ".join(f"{w}: {why}" for w, why in skipped[:3])
-        notes.append(f"{len(skipped)} bad rows skipped (--skip-bad-rows): {first}{listed}")
-    seen: dict[str, str] = {}
-    duplicates = []
-    for ex in examples:
-        if ex.id in seen:
-            duplicates.append((ex.id, seen[ex.id], ex.where))
-        seen.setdefault(ex.id, ex.where)
-    if duplicates:
-        i, a, b = duplicates[0]
-        notes.append(f"{len(duplicates)} duplicate ids (first: {i!r} at {a} and {b}): records are told apart by id "
-                     "downstream; make --id-field unique")  # fmt: skip
-    return notes
-
-
-def skipped_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".skipped.jsonl")
-
-
-@dataclass
-class Example:
-    id: str
-    where: str
-    row: dict
-    fields: dict  # the row as the template sees it ({input} filled from --input-field)
-    messages: list
-    parts: list
-    label: str | None
-
-
-def prepare_row(spec: PromptSpec, config: GenerateConfig, where: str, row: dict) -> Example:
-    if not isinstance(row, dict):
-        raise BadRow(f"{where}: expected an object with named fields, got {type(row).__name__}")
-    fields = dict(row)
-    if config.input_field:
-        if config.input_field not in row:
-            raise BadRow(f"{where}: --input-field {config.input_field!r} is not in the row (fields: {', '.join(sorted(row))})")
-        fields["input"] = row[config.input_field]
-        what = unusable(fields["input"])
-        if what:
-            raise BadRow(f"{where}: field {config.input_field!r} is {what}, but the prompt needs text or a number there")
-    messages, parts = spec.render(fields, where)
-    label = None
-    if config.label_field:
-        if config.label_field not in row:
-            raise BadRow(f"{where}: --label-field {config.label_field!r} is not in the row (fields: {', '.join(sorted(row))})")
-        try:
-            label = normalize(row[config.label_field], spec.answer_type, spec.options)
-        except ParseFailure as exc:
-            raise BadRow(f"{where}: gold label: {exc} (prompt answer_type is {spec.answer_type!r})") from None
-    if config.id_field:
-        if config.id_field not in row or row[config.id_field] is None:
-            raise BadRow(f"{where}: --id-field {config.id_field!r} is not in the row")
-        ex_id = str(row[config.id_field])
-    else:
-        ex_id = f"row-{where.rsplit(':', 1)[1]}"
-    return Example(ex_id, where, row, fields, messages, parts, label)
 
 
 def resolve_teacher(plugins, value, config: GenerateConfig) -> Teacher:
@@ -465,24 +346,52 @@ def answer_logprobs(logprobs: list[dict], text: str, answer: str) -> list[dict] 
     return kept or None
 
 
+EXACT_COUNTS = 2000  # prompts per teacher a dry run counts with the teacher's tokenizer; the rest are scaled by length
+
+
 def estimate(spec: PromptSpec, config: GenerateConfig, calls: list[Call]) -> DryRun:
-    """Count calls and tokens and price them, calling nothing."""
+    """Count calls and tokens and price them, calling nothing. Up to EXACT_COUNTS distinct prompts per teacher are
+    counted with its tokenizer (about 0.1 ms each through LiteLLM); beyond that, an evenly spaced EXACT_COUNTS of them
+    are, and the others get their length times the tokens per character measured on those, so a dry run over
+    100,000 inputs takes seconds."""
     todo = [c for c in calls if not c.cached]
     demo_tokens = [len(spec.render_response(d["rationale"], str(d["answer"]))) // 4 for d in spec.examples]
     per_sample = config.max_tokens or (int(sum(demo_tokens) / len(demo_tokens) * 1.5) + 8 if demo_tokens else 256)
+    tokens = prompt_tokens_of(todo)
     prompt_tokens = completion_tokens = 0
     cost, unknown = 0.0, False
-    token_cache: dict[tuple, int] = {}
+    prices: dict[tuple, float | None] = {}  # the same token counts cost the same: one lookup each
     for call in todo:
-        key = (call.teacher.name, call.row_index)
-        if key not in token_cache:
-            token_cache[key] = call.teacher.count_tokens(call.request.messages)
-        p, c = token_cache[key], per_sample * call.request.n
+        p, c = tokens[(call.teacher.name, call.row_index)], per_sample * call.request.n
         prompt_tokens += p
         completion_tokens += c
-        price = call.teacher.cost_of(p, c)
+        if (call.teacher.name, p, c) not in prices:
+            prices[(call.teacher.name, p, c)] = call.teacher.cost_of(p, c)
+        price = prices[(call.teacher.name, p, c)]
         if price is None:
             unknown = True
         else:
             cost += price
     return DryRun(len(calls), len(calls) - len(todo), len(todo), prompt_tokens, completion_tokens, None if unknown else cost)
+
+
+def prompt_tokens_of(calls: list[Call]) -> dict[tuple[str, int], int]:
+    """(teacher name, row) -> the prompt's tokens: counted exactly for up to EXACT_COUNTS prompts per teacher, scaled
+    by characters from an evenly spaced sample beyond that."""
+    by_teacher: dict[str, dict[int, Call]] = {}
+    for call in calls:
+        by_teacher.setdefault(call.teacher.name, {}).setdefault(call.row_index, call)
+    tokens: dict[tuple[str, int], int] = {}
+    for name, rows in by_teacher.items():
+        picked = list(rows.values())
+        step = max(1, -(-len(picked) // EXACT_COUNTS))
+        exact = {c.row_index: c.teacher.count_tokens(c.request.messages) for c in picked[::step]}
+        counted_chars = sum(prompt_chars(rows[i].request.messages) for i in exact) or 1
+        per_char = sum(exact.values()) / counted_chars
+        for i, call in rows.items():
+            tokens[(name, i)] = exact[i] if i in exact else round(prompt_chars(call.request.messages) * per_char)
+    return tokens
+
+
+def prompt_chars(messages: list[dict]) -> int:
+    return sum(len(m.get("content") or "") for m in messages)

@@ -80,6 +80,7 @@ class FakeOpenAI:
         self.log: list[tuple] = []
         self.served: Counter = Counter()  # successful responses per (last message, seed, n)
         self.status_counts: Counter = Counter()
+        self.first_request_at: float | None = None  # time.time() of the first request since start or POST /_bench/reset
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self._loop = None
@@ -122,6 +123,9 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._text)
         app.router.add_get("/v1/models", self._models)
+        # for benchmarks: when the first request arrived (wall clock, comparable with another process's time.time())
+        app.router.add_get("/_bench/first", self._first)
+        app.router.add_post("/_bench/reset", self._reset)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
@@ -137,6 +141,17 @@ class FakeOpenAI:
 
         return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in sorted(self.models or [])]})
 
+    async def _first(self, request):
+        from aiohttp import web
+
+        return web.json_response({"first_request_at": self.first_request_at, "requests": len(self.requests)})
+
+    async def _reset(self, request):
+        from aiohttp import web
+
+        self.first_request_at = None
+        return web.json_response({})
+
     async def _text(self, request):
         """The text-completions endpoint: the prompt goes to the model as it is; answered in the completions format."""
         body = await request.json()
@@ -145,6 +160,8 @@ class FakeOpenAI:
     async def _chat(self, request, body: dict | None = None):
 
         arrived = time.monotonic()
+        if self.first_request_at is None:
+            self.first_request_at = time.time()
         body = body if body is not None else await request.json()
         with self._lock:
             self.requests.append(body)
