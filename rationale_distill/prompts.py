@@ -30,6 +30,12 @@ FIELDS = {
 }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=64)
+def template_fields(template: str) -> tuple[str, ...]:
+    """The {fields} a template fills from the row (parsed once per template, not once per row)."""
+    return tuple(f for _, f, _, _ in string.Formatter().parse(template) if f)
+
+
 @dataclass
 class PromptSpec:
     name: str
@@ -58,7 +64,7 @@ class PromptSpec:
 
     @property
     def input_fields(self) -> list[str]:
-        return [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
+        return list(template_fields(self.template))
 
     def identity(self) -> dict:
         return {"name": self.name, "sha256": self.sha256, "source": self.source, "answer_type": self.answer_type,
