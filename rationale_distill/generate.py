@@ -19,9 +19,9 @@ from .errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageErr
 from .parsing import ParseFailure, parse_sample
 from .prompts import PromptSpec, resolve_prompt
 from .records import Sample, TeacherRecord, write_jsonl
-from .store import Store, call_key, default_cache_dir, exclusive
 from .rows import (DEFAULT_WINDOW, Example, describe_answer_type, load_rows, prepare_row, prepare_rows, row_notes,  # noqa: F401
                    settle_answer_type, skipped_path, within_window)  # prepare_row, load_rows: imported from here by users
+from .store import Store, call_key, default_cache_dir, exclusive
 from .teachers import Request, Teacher, install_providers, parse_price
 
 
