@@ -19,8 +19,8 @@ from .errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageErr
 from .parsing import ParseFailure, parse_sample
 from .prompts import PromptSpec, resolve_prompt
 from .records import Sample, TeacherRecord, write_jsonl
-from .rows import (DEFAULT_WINDOW, Example, describe_answer_type, load_rows, prepare_row, prepare_rows, row_notes,  # noqa: F401
-                   settle_answer_type, skipped_path, within_window)  # prepare_row, load_rows: imported from here by users
+from .rows import (DEFAULT_WINDOW, Example, describe_answer_type, load_rows, prepare_row, prepare_rows, prompt_chars,  # noqa: F401
+                   row_notes, settle_answer_type, skipped_path, within_window)  # prepare_row, load_rows: imported from here by users
 from .store import Store, call_key, default_cache_dir, exclusive
 from .teachers import Request, Teacher, install_providers, parse_price
 
@@ -392,6 +392,3 @@ def prompt_tokens_of(calls: list[Call]) -> dict[tuple[str, int], int]:
             tokens[(name, i)] = exact[i] if i in exact else round(prompt_chars(call.request.messages) * per_char)
     return tokens
 
-
-def prompt_chars(messages: list[dict]) -> int:
-    return sum(len(m.get("content") or "") for m in messages)

@@ -80,9 +80,7 @@ def prepare_rows(spec: PromptSpec, config: "GenerateConfig", rows, limit: int | 
             skip(exc, where, config, skipped)
             continue
         examples.append(ex)
-    if not examples:
-        raise UsageError(f"{config.data}: every row was skipped as bad (first: {skipped[0][0]}: {skipped[0][1]})")
-    return examples, skipped
+    return none_left(examples, skipped, config), skipped
 
 
 def within_window(examples: list, skipped: list[tuple[str, str]], config: "GenerateConfig", window: int) -> list:
@@ -96,9 +94,14 @@ def within_window(examples: list, skipped: list[tuple[str, str]], config: "Gener
             skip(exc, ex.where, config, skipped)
             continue
         kept.append(ex)
-    if not kept:
+    return none_left(kept, skipped, config)
+
+
+def none_left(examples: list, skipped: list[tuple[str, str]], config: "GenerateConfig") -> list:
+    """The examples, unless every row was skipped: then a one-line error naming the first."""
+    if not examples:
         raise UsageError(f"{config.data}: every row was skipped as bad (first: {skipped[0][0]}: {skipped[0][1]})")
-    return kept
+    return examples
 
 
 def check_size(ex: "Example", limit: int | None) -> None:
@@ -121,7 +124,11 @@ DEFAULT_WINDOW = 131072
 
 def prompt_size(messages: list[dict]) -> int:
     """Estimated prompt tokens: 3 characters per token (English runs ~4, so this errs towards refusing less text)."""
-    return sum(len(m.get("content") or "") for m in messages) // 3 + 4 * len(messages)
+    return prompt_chars(messages) // 3 + 4 * len(messages)
+
+
+def prompt_chars(messages: list[dict]) -> int:
+    return sum(len(m.get("content") or "") for m in messages)
 
 
 def row_notes(examples: list, skipped: list[tuple[str, str]], config: GenerateConfig) -> list[str]:
