@@ -220,11 +220,7 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
             if not entry.get("ok"):
                 return entry
             entries.append(entry)
-        merged = {**entries[0], "key": call.key, "n": call.request.n, "seed": call.request.seed,
-                  "choices": [c for e in entries for c in e["choices"][:1]],
-                  "usage": {k: sum((e.get("usage") or {}).get(k, 0) for e in entries) for k in ("prompt_tokens", "completion_tokens")},
-                  "cost": None if any(e.get("cost") is None for e in entries) else sum(e["cost"] for e in entries),
-                  "split": True}  # fmt: skip
+        merged = merged_entry(call, entries)
         store.put(merged)
         return merged
 
@@ -262,6 +258,16 @@ def singles(teacher: Teacher, request: Request) -> list[tuple[Request, str]]:
     teacher without native ``n`` is sent, so both share the cache)."""
     subs = [replace(request, n=1, seed=None if request.seed is None else request.seed + k) for k in range(request.n)]
     return [(r, call_key(teacher, r)) for r in subs]
+
+
+def merged_entry(call: Call, entries: list[dict]) -> dict:
+    """The entries of an n-request's single seeded requests, merged into the n-request's entry (journaled under its
+    key, so the next run finds it whole)."""
+    return {**entries[0], "key": call.key, "n": call.request.n, "seed": call.request.seed,
+            "choices": [c for e in entries for c in e["choices"][:1]],
+            "usage": {k: sum((e.get("usage") or {}).get(k, 0) for e in entries) for k in ("prompt_tokens", "completion_tokens")},
+            "cost": None if any(e.get("cost") is None for e in entries) else sum(e["cost"] for e in entries),
+            "split": True}  # fmt: skip
 
 
 def split_entry(entry: dict, subs: list[tuple[Request, str]], store: Store) -> list[dict]:

@@ -60,6 +60,14 @@ class GenerateConfig:
     limit: int | None = option(None, help="use only the first N rows", ge=1)
     workers: int = option(1, help="processes, one event loop each, sharing the cache and journal (use one per CPU core for fast HTTP teachers)", ge=1, le=256)
     dry_run: bool = option(False, help="count calls and tokens and estimate the cost; call nothing")
+    batch: bool = option(False, help="send the requests through the provider's batch API (LiteLLM files + batches: about half the price, answered within 24 h); the same requests and cache as online")
+    batch_wait: bool = option(True, flag="wait", help="with --batch: wait for the batches and write the records; --no-wait submits, journals the batch ids beside --out and exits (the same command later collects)")
+    batch_max_requests: int = option(50_000, help="with --batch: requests per batch file (OpenAI's limit: 50,000)", ge=1)
+    batch_max_bytes: int = option(200 * 1024 * 1024, help="with --batch: bytes per batch file (OpenAI's limit: 200 MB)", ge=1024)
+    batch_poll: float = option(30.0, help="with --batch: seconds before the next poll of a batch; grows 1.5x per poll up to --batch-poll-max", gt=0)
+    batch_poll_max: float = option(600.0, help="with --batch: the longest wait between polls, in seconds", gt=0)
+    batch_resubmits: int = option(2, help="with --batch: follow-up batches for requests that failed transiently (429, 5xx) or that an expired batch never answered", ge=0)
+    batch_discount: float = option(0.5, help="with --batch: the batch price as a fraction of the online price, where LiteLLM knows no batch price (and for --price)", gt=0, le=1)
     cache_dir: str | None = option(None, help="cache and journal folder (default: $RDISTILL_CACHE_DIR or ~/.cache/rationale-distill)")
     out: str | None = option(None, help="output JSONL of teacher records")
 
@@ -71,7 +79,9 @@ class DryRun:
     to_make: int
     prompt_tokens: int
     completion_tokens: int
-    cost: float | None
+    cost: float | None  # online
+    batch_cost: float | None = None  # with --batch: the same tokens at the batch price
+    batch_files: int = 0  # with --batch: the request files (one batch each) the calls make
 
 
 @dataclass
@@ -80,6 +90,7 @@ class Result:
     stats: Stats
     out: Path | None = None
     dry_run: DryRun | None = None
+    batches: object | None = None  # with --batch: batch.BatchReport
 
 
 def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Result:
@@ -95,6 +106,8 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
         raise UsageError("--teacher: the same teacher is named twice; use --samples for more samples")
     if config.samples < 1 or config.concurrency < 1:
         raise UsageError("--samples and --concurrency must be at least 1")
+    if config.batch and config.max_cost is not None:
+        raise UsageError("--max-cost with --batch: a submitted batch cannot stop at a budget; see its cost first with --batch --dry-run")
     # Rows over an explicit --max-prompt-tokens are refused now; the model's own window is asked for below.
     examples, skipped = prepare_rows(spec, config, rows, config.max_prompt_tokens)
     with contextlib.ExitStack() as locks:
@@ -128,6 +141,9 @@ def check_teachers(plugins, teachers: list[Teacher], spec: PromptSpec, config: G
         reason = t.refuses(spec.format)
         if reason:
             raise UsageError(f"--teacher {t.name} with --prompt {spec.name}: {reason}")
+        if config.batch and not getattr(t, "batch_provider", None):
+            raise UsageError(f"--batch: {t.name} has no batch API through LiteLLM (OpenAI, Azure and OpenAI-compatible servers "
+                             "at --api-base have); run it without --batch")  # fmt: skip
     if config.max_cost is not None:
         unpriced = [t.name for t in teachers if t.cost_of(1000, 1000) is None]
         if unpriced:
@@ -170,8 +186,15 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
     started = time.perf_counter()
     # Identical requests (a repeated input) are paid for once: run one call per key, share its entry.
     unique = {c.key: c for c in calls if not c.cached}
+    report = None
     try:
-        if config.workers > 1 and len(unique) > config.workers:
+        if config.batch and unique:
+            from .batch import run_batches
+
+            with store:
+                report = asyncio.run(run_batches(list(unique.values()), store, config, stats, progress))
+            stats.notes.extend(batch_notes(report, stats))
+        elif config.workers > 1 and len(unique) > config.workers:
             from .workers import run_in_workers
 
             run_in_workers(list(unique.values()), store, config, stats, progress)
@@ -180,6 +203,8 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
                 asyncio.run(run_calls(list(unique.values()), store, config, stats, progress))
     finally:
         stats.wall_s = round(time.perf_counter() - started, 3)
+    if report is not None and report.open:  # --no-wait: the batches run on; the same command collects them later
+        return Result(records=[], stats=stats, batches=report)
     for call in calls:
         if call.key in unique and unique[call.key] is not call:
             call.entry = unique[call.key].entry
@@ -206,7 +231,16 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
             f"{len(records)} inputs done{f' and written to {out}' if out else ''}; paid calls are cached, "
             "re-run with a higher --max-cost to finish"
         )
-    return Result(records=records, stats=stats, out=out)
+    return Result(records=records, stats=stats, out=out, batches=report)
+
+
+def batch_notes(report, stats: Stats) -> list[str]:
+    notes = [f"batch mode: {report.submitted_now} batch{'es' * (report.submitted_now != 1)} submitted by this run "
+             f"({report.requests_now} requests); {len(report.batches)} journaled in {report.journal}"]  # fmt: skip
+    if report.priced:
+        notes.append(f"{report.priced} requests collected at the batch price: ${report.priced_cost:.4f}; the same tokens online: "
+                     f"${report.online_cost:.4f}")  # fmt: skip
+    return notes
 
 
 def check_failures(result: Result, config: GenerateConfig) -> None:
@@ -372,7 +406,20 @@ def estimate(spec: PromptSpec, config: GenerateConfig, calls: list[Call]) -> Dry
             unknown = True
         else:
             cost += price
-    return DryRun(len(calls), len(calls) - len(todo), len(todo), prompt_tokens, completion_tokens, None if unknown else cost)
+    dry = DryRun(len(calls), len(calls) - len(todo), len(todo), prompt_tokens, completion_tokens, None if unknown else cost)
+    if config.batch:
+        from .batch import batch_cost, lines_for, split_files
+
+        unique = list({c.key: c for c in todo}.values())
+        dry.batch_files = len(split_files(lines_for(unique), config.batch_max_requests, config.batch_max_bytes))
+        seen: dict[tuple, float | None] = {}  # the same token counts cost the same: one lookup each
+        for c in todo:
+            p, n = tokens[(c.teacher.name, c.row_index)], per_sample * c.request.n
+            if (c.teacher.name, p, n) not in seen:
+                seen[(c.teacher.name, p, n)] = batch_cost(c.teacher, p, n, config.batch_discount)
+        prices = [seen[(c.teacher.name, tokens[(c.teacher.name, c.row_index)], per_sample * c.request.n)] for c in todo]
+        dry.batch_cost = None if any(p is None for p in prices) else sum(prices)
+    return dry
 
 
 def prompt_tokens_of(calls: list[Call]) -> dict[tuple[str, int], int]:

@@ -15,6 +15,8 @@ from .errors import TeacherError, UsageError
 # Providers whose API accepts ``n`` (several choices from one request); others get separate seeded calls.
 TEXT_PROVIDERS = {"text-completion-openai", "hosted_vllm"}  # OpenAI-compatible servers with a /completions endpoint
 NATIVE_N_PROVIDERS = {"openai", "azure", "hosted_vllm", "text-completion-openai", "openrouter", "together_ai", "fireworks_ai", "deepseek", "local"}  # fmt: skip
+# Providers whose batch API LiteLLM's files and batches functions reach with OpenAI-format request files.
+BATCH_PROVIDERS = {"openai": "openai", "azure": "azure", "hosted_vllm": "hosted_vllm", "text-completion-openai": "openai"}
 # Where LiteLLM looks for each provider's key; named in errors, never printed.
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "azure": "AZURE_API_KEY",
            "gemini": "GEMINI_API_KEY", "together_ai": "TOGETHERAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
@@ -252,6 +254,34 @@ class LiteLLMTeacher(Teacher):
             self._response_price_unknown = cost is None
         return Completion(choices=choices, usage=usage, cost=cost)
 
+    @property
+    def batch_provider(self) -> str | None:
+        """The provider's batch API through LiteLLM's files and batches functions (OpenAI-format request files), or
+        None where this LiteLLM has none."""
+        return BATCH_PROVIDERS.get(self.provider)
+
+    def batch_request(self, request: Request) -> tuple[str, dict]:
+        """(endpoint, body): the request ``complete`` sends, as a line of a batch input file (the model without its
+        provider prefix, the same parameters)."""
+        text = request.format == "text" and self.text_route
+        body = {"model": self.model.split("/", 1)[1] if "/" in self.model else self.model, **self.params, **request.params}
+        if request.n > 1:
+            body["n"] = request.n
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.logprobs:
+            body.update(logprobs=request.logprobs) if text else body.update(logprobs=True, top_logprobs=request.logprobs)
+        if text:
+            return "/v1/completions", {**body, "prompt": "".join(m.get("content") or "" for m in request.messages)}
+        return "/v1/chat/completions", {**body, "messages": request.messages}
+
+    def batch_completion(self, body: dict, endpoint: str) -> Completion:
+        """A batch output line's response body -> Completion (parsed by LiteLLM, as an online reply is)."""
+        import litellm
+
+        response = litellm.TextCompletionResponse(**body) if endpoint == "/v1/completions" else litellm.ModelResponse(**body)
+        return self._completion(response)
+
     def context_window(self) -> int | None:
         import litellm
 
@@ -325,20 +355,35 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
     # LiteLLM reports a refused connection as APIConnectionError or as InternalServerError("Connection error.").
     if isinstance(exc, (litellm.APIConnectionError, litellm.InternalServerError)) and _is_connection(exc):
         return err(f"cannot reach {where}: is the server running and --api-base right?", "connection", True)
-    lowered = text.lower()
-    if isinstance(exc, litellm.ContentPolicyViolationError) or (
-        status == 400 and any(w in lowered for w in ("content_policy", "content policy", "content_filter", "safety system"))
-    ):
-        return err(f"{teacher.model} refused the request (HTTP {status or 400}, content filter): {text}", "content_filter")
-    if isinstance(exc, litellm.ContextWindowExceededError) or (
-        status == 400 and any(w in lowered for w in ("context length", "context_length", "context window", "too many tokens"))
-    ):
-        return err(f"the prompt is longer than {teacher.model}'s context window (HTTP {status or 400}): {text}", "context_window")
-    if isinstance(exc, litellm.BadRequestError) or status == 400:
-        return err(f"bad request to {teacher.model} (HTTP {status or 400}): {text}", "bad_request")
+    hint = next((kind for cls, kind in ((litellm.ContentPolicyViolationError, "content_filter"),
+                                        (litellm.ContextWindowExceededError, "context_window"),
+                                        (litellm.BadRequestError, "bad_request")) if isinstance(exc, cls)), None)  # fmt: skip
+    return error_from_status(status, text, teacher, _retry_after(exc), hint)
+
+
+def error_from_status(status: int | None, text: str, teacher, retry_after: float | None = None,
+                      hint: str | None = None) -> TeacherError:  # fmt: skip
+    """A provider's answer with an error status (an HTTP reply, or a line of a batch's error file) -> TeacherError:
+    a refusal, a prompt over the window, a bad request and other 4xx are permanent; 408, 409, 429 and 5xx are not.
+    ``hint``: what the client library already knew (its exception class) where the status alone does not say."""
+    where = redact_url(getattr(teacher, "api_base", None)) or getattr(teacher, "provider", teacher.name)
+    model = getattr(teacher, "model", teacher.name)
+
+    def err(message, kind, retryable=False):
+        return TeacherError(message, kind=kind, retryable=retryable, retry_after=retry_after if retryable else None, status=status)
+
+    lowered, bad = text.lower(), status == 400 or hint is not None
+    if status == 429:
+        return err(f"rate limited by {where} (HTTP 429)", "rate_limit", True)
+    if hint == "content_filter" or (bad and any(w in lowered for w in ("content_policy", "content policy", "content_filter", "safety system"))):
+        return err(f"{model} refused the request (HTTP {status or 400}, content filter): {text}", "content_filter")
+    if hint == "context_window" or (bad and any(w in lowered for w in ("context length", "context_length", "context window", "too many tokens"))):
+        return err(f"the prompt is longer than {model}'s context window (HTTP {status or 400}): {text}", "context_window")
+    if bad:
+        return err(f"bad request to {model} (HTTP {status or 400}): {text}", "bad_request")
     if status is not None and status < 500 and status not in (408, 409):
-        return err(f"{teacher.model} at {where} answered HTTP {status}: {text}", "client")
-    return err(f"{teacher.model} at {where} failed (HTTP {status or '?'}): {text}", "server", True, _retry_after(exc))
+        return err(f"{model} at {where} answered HTTP {status}: {text}", "client")
+    return err(f"{model} at {where} failed (HTTP {status or '?'}): {text}", "server", True)
 
 
 # what a client library raises before anything is sent: an argument it does not take, a key it wants. LiteLLM wraps

@@ -56,10 +56,18 @@ def run_generate(args, plugins) -> int:
     if result.dry_run:
         d = result.dry_run
         cost = "unknown (pass --price IN,OUT)" if d.cost is None else f"${d.cost:.4f}"
-        console().print(table("Dry run: nothing was called", [
-            ("calls planned", d.calls), ("already cached", d.cached), ("to make", d.to_make),
-            ("est. prompt tokens", f"{d.prompt_tokens:,}"), ("est. completion tokens", f"{d.completion_tokens:,}"),
-            ("est. cost", cost)]))  # fmt: skip
+        rows = [("calls planned", d.calls), ("already cached", d.cached), ("to make", d.to_make),
+                ("est. prompt tokens", f"{d.prompt_tokens:,}"), ("est. completion tokens", f"{d.completion_tokens:,}"),
+                ("est. cost" + (" online" if config.batch else ""), cost)]  # fmt: skip
+        if config.batch:
+            batch_cost = "unknown (pass --price IN,OUT)" if d.batch_cost is None else f"${d.batch_cost:.4f}"
+            rows += [("batch files (one batch each)", d.batch_files), ("est. cost at batch price", batch_cost)]
+        console().print(table("Dry run: nothing was called", rows))
+        return 0
+    if result.batches is not None and result.batches.open:
+        console().print(batches_table(result.batches.batches, "Batches submitted: not waiting (--no-wait)"))
+        console().print(f"{result.batches.open} batches run at the provider; the same command collects them (and submits nothing twice); "
+                        f"`rdistill batches list {config.out}` shows them, `rdistill batches cancel {config.out}` stops them")  # fmt: skip
         return 0
     console().print(summary_table(result.stats, result.out))
     check_failures(result, config)
@@ -85,6 +93,42 @@ def summary_table(stats, out):
     if out:
         rows.append(("records", str(out)))
     return table("Generation summary", rows)
+
+
+def batches_table(subs, title: str):
+    rows = []
+    for sub in subs:
+        c = sub.counts or {}
+        counts = f"{c.get('completed', 0)} / {c.get('failed', 0)} / {c.get('total', len(sub.keys))}" if c else f"- / - / {len(sub.keys)}"
+        cost = f"${sub.cost:.4f}" if sub.collected else "-"
+        rows.append((sub.batch_id or f"(file {sub.file_id}, no batch yet)", sub.teacher, sub.status + (" (collected)" if sub.collected else ""),
+                     counts, f"{sub.bytes:,}", cost))  # fmt: skip
+    return table(title, rows, columns=("batch", "teacher", "status", "done / failed / total", "bytes", "cost collected"))
+
+
+# --- batches ----------------------------------------------------------------------------------------
+
+
+def configure_batches(parser):
+    parser.add_argument("action", choices=("list", "cancel"), help="list: status, counts and cost; cancel: stop every running batch")
+    parser.add_argument("out", help="the --out of `rdistill generate --batch` (its journal is OUT.batches.jsonl beside it)")
+    parser.add_argument("--api-base", help="the provider's base URL, where the journaled one is redacted or has moved")
+    parser.add_argument("--offline", action="store_true", help="list: what the journal says, without asking the provider")
+
+
+def run_batches_command(args, plugins) -> int:
+    from ..batch import cancel_batches, list_batches
+
+    if args.action == "cancel":
+        cancelled = cancel_batches(args.out, api_base=args.api_base)
+        console().print(batches_table(cancelled, f"Cancelled {len(cancelled)} batch{'es' * (len(cancelled) != 1)}"))
+        if cancelled:
+            console().print("the next `rdistill generate --batch` run collects what they answered before stopping and records the "
+                            "rest as cancelled (not cached: a later run submits them again)")  # fmt: skip
+        return 0
+    subs = list_batches(args.out, api_base=args.api_base, refresh=not args.offline)
+    console().print(batches_table(subs, f"Batches of {args.out}"))
+    return 0
 
 
 # --- build ------------------------------------------------------------------------------------------
@@ -265,6 +309,7 @@ def run_plugins(args, plugins) -> int:
 @hookimpl
 def register_commands(register):
     register("generate", configure_generate, run_generate, help="ask teachers for rationales; write teacher records (JSONL)")
+    register("batches", configure_batches, run_batches_command, help="list or cancel the batches of a `generate --batch` run")
     register("build", configure_build, run_build, help="filter teacher records and write training pairs (DatasetDict + JSONL)")
     register("train", configure_train, run_train, help="fine-tune a student on a built dataset (TRL SFT, multi-task, LoRA)")
     register("eval", configure_eval, run_eval, help="evaluate a student against the gold labels and the teacher")

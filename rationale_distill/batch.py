@@ -1,0 +1,625 @@
+"""Batch mode: the requests online mode would send, sent as files through the provider's batch API (LiteLLM's files
+and batches functions), at the batch price (about half) and far higher rate limits, answered within 24 hours.
+
+Read ``run_batches`` top to bottom:
+1. The journal (``OUT.batches.jsonl``) says what earlier runs submitted. A file uploaded whose batch id was never
+   journaled (a kill between the two) is matched to its batch at the provider by its input file, or submitted now.
+2. What is neither cached nor in an open batch is written into files within the provider's limits (requests and
+   bytes per file, one teacher and endpoint per file), one batch per file. Each file id and batch id is journaled
+   (flushed and fsynced) the moment it exists, so no request is ever submitted twice.
+3. Open batches are polled with backoff under a progress bar. Each batch that ends is collected at once: successes
+   become cache entries under the online cache keys (a later online or batch run pays for none of them), permanent
+   errors are journaled failures as online, transient errors and what an expired batch never answered go into a
+   follow-up batch (up to ``--batch-resubmits`` times), and a reply with fewer than ``n`` choices gets its missing
+   samples as single seeded requests, as online.
+4. Ctrl-C stops waiting and leaves the batches running at the provider; the same command collects them later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .calls import Call, Stats, journal_entry, merged_entry, singles, split_entry
+from .errors import GenerationError, Interrupted, TeacherError, UsageError
+from .limits import retry_delay
+from .store import Store, default_cache_dir
+from .teachers import error_from_status, redact_url
+
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+OPENAI_MAX_REQUESTS = 50_000  # OpenAI's limits per batch input file
+OPENAI_MAX_BYTES = 200 * 1024 * 1024
+
+
+def journal_path(out: str | os.PathLike | None, cache_dir: str | None = None) -> Path:
+    """``runs/x/teacher.batches.jsonl`` beside the records; without --out, ``batches.jsonl`` in the cache folder."""
+    if out:
+        out = Path(out)
+        return out.with_name(out.stem + ".batches.jsonl")
+    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "batches.jsonl"
+
+
+@dataclass
+class Submitted:
+    """One input file and the batch made from it, as the journal knows them."""
+
+    file_id: str
+    teacher: str
+    endpoint: str
+    provider: str
+    api_base: str | None
+    keys: list[str]
+    bytes: int = 0
+    batch_id: str | None = None
+    status: str = "uploaded"  # the provider's status when last seen
+    counts: dict = field(default_factory=dict)  # total / completed / failed, as the provider reported them
+    collected: bool = False
+    ok: int = 0
+    failed: int = 0
+    cost: float = 0.0
+
+
+class Journal:
+    """Append-only JSONL of what was submitted: one line per file uploaded, batch created, batch collected, cancel.
+    Every line is flushed and fsynced before the next step, so a kill -9 anywhere leaves the truth on disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def append(self, event: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def load(self) -> dict[str, Submitted]:
+        """file id -> what became of it, in submission order."""
+        subs: dict[str, Submitted] = {}
+        if not self.path.is_file():
+            return subs
+        with self.path.open("rb") as fh:
+            for line in fh:
+                try:
+                    e = json.loads(line)
+                except (ValueError, UnicodeDecodeError):
+                    continue  # torn by a kill: the step it records did not finish
+                if not isinstance(e, dict):
+                    continue
+                kind, sub = e.get("event"), subs.get(e.get("file_id"))
+                if kind == "file":
+                    subs[e["file_id"]] = Submitted(e["file_id"], e["teacher"], e["endpoint"], e["provider"], e.get("api_base"),
+                                                   list(e["keys"]), e.get("bytes", 0))  # fmt: skip
+                elif sub is None:
+                    continue
+                elif kind == "batch":
+                    sub.batch_id, sub.status = e["batch_id"], e.get("status", "validating")
+                elif kind == "collected":
+                    sub.collected, sub.status = True, e["status"]
+                    sub.ok, sub.failed, sub.cost = e.get("ok", 0), e.get("failed", 0), e.get("cost", 0.0)
+                    sub.counts = e.get("counts") or sub.counts
+                elif kind == "cancel":
+                    sub.status = e.get("status", "cancelling")
+        return subs
+
+
+class BatchAPI:
+    """LiteLLM's files and batches functions for one provider and endpoint, each call retried on 429, 5xx and
+    connection errors (with the provider's Retry-After), and failing with one line that names the step otherwise."""
+
+    def __init__(self, provider: str, api_base: str | None, api_key: str | None, max_retries: int = 6,
+                 base_delay: float = 1.0, cap: float = 60.0):  # fmt: skip
+        if provider == "hosted_vllm" and not api_base:
+            raise UsageError("--batch with hosted_vllm/: pass --api-base")
+        self.provider, self.api_base, self._key = provider, api_base, api_key
+        self.max_retries, self.base_delay, self.cap = max_retries, base_delay, cap
+
+    @classmethod
+    def of(cls, teacher, config) -> "BatchAPI":
+        return cls(teacher.batch_provider, teacher.api_base, teacher._key(), config.max_retries, config.retry_base_delay,
+                   config.max_retry_after)  # fmt: skip
+
+    def _kwargs(self) -> dict:
+        kw = {"custom_llm_provider": self.provider}
+        if self.api_base:
+            kw["api_base"] = self.api_base
+        if self._key:
+            kw["api_key"] = self._key
+        return kw
+
+    async def _call(self, what: str, name: str, **kwargs):
+        from .teachers import _retry_after, import_litellm
+
+        litellm = import_litellm()
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await getattr(litellm, name)(**self._kwargs(), **kwargs)
+            except Exception as exc:  # noqa: BLE001 - every provider error is named, retried or raised as one line
+                status = getattr(exc, "status_code", None)
+                status = int(status) if isinstance(status, (int, str)) and str(status).isdigit() else None
+                text = " ".join(str(exc).split())
+                if self._key and self._key != "EMPTY":
+                    text = text.replace(self._key, "***")
+                transient = status in (408, 409, 429) or (status or 0) >= 500 or (status is None and _connection_like(exc))
+                if transient and attempt < self.max_retries:
+                    await asyncio.sleep(retry_delay(attempt, _retry_after(exc), self.base_delay, self.cap))
+                    continue
+                where = redact_url(self.api_base) or self.provider
+                raise GenerationError(f"batch mode: {what} at {where} failed (HTTP {status or '?'}): {text[:300]}") from None
+
+    async def upload(self, data: bytes, filename: str) -> str:
+        return (await self._call("uploading a request file", "acreate_file", file=(filename, data), purpose="batch")).id
+
+    async def create(self, file_id: str, endpoint: str):
+        return await self._call(f"creating the batch of {file_id}", "acreate_batch", completion_window="24h",
+                                endpoint=endpoint, input_file_id=file_id, metadata={"rdistill_file": file_id})  # fmt: skip
+
+    async def retrieve(self, batch_id: str):
+        return await self._call(f"polling {batch_id}", "aretrieve_batch", batch_id=batch_id)
+
+    async def cancel(self, batch_id: str):
+        return await self._call(f"cancelling {batch_id}", "acancel_batch", batch_id=batch_id)
+
+    async def content(self, file_id: str) -> bytes:
+        return (await self._call(f"downloading {file_id}", "afile_content", file_id=file_id)).content
+
+    async def find(self, file_id: str):
+        """The batch made from ``file_id``, if the provider has one (a kill after it was created, before its id was
+        journaled): the newest batches first, paged."""
+        after = None
+        for _ in range(100):  # 10,000 batches back at most
+            page = await self._call("listing batches", "alist_batches", limit=100, **({"after": after} if after else {}))
+            data = list(getattr(page, "data", None) or [])
+            for batch in data:
+                if batch.input_file_id == file_id:
+                    return batch
+            if not data or not getattr(page, "has_more", False):
+                return None
+            after = data[-1].id
+        return None
+
+
+def _connection_like(exc: Exception) -> bool:
+    names = " ".join(type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None).lower()
+    return "connection" in names or "timeout" in names or "connection error" in str(exc).lower()
+
+
+# --- the price ---------------------------------------------------------------------------------------
+
+
+def batch_cost(teacher, prompt_tokens: int, completion_tokens: int, discount: float) -> float | None:
+    """USD at the batch price: LiteLLM's batch rates where its price map has them, else the online price times
+    ``discount`` (--batch-discount; --price is an online price too). None when no price is known."""
+    online = teacher.cost_of(prompt_tokens, completion_tokens)
+    if getattr(teacher, "price", None) is not None or online is None or not hasattr(teacher, "model"):
+        return None if online is None else online * discount
+    import litellm
+
+    try:
+        info = litellm.get_model_info(teacher.model)
+    except Exception:  # noqa: BLE001 - no entry: the discount on the online price
+        info = {}
+    if info.get("input_cost_per_token_batches") is None:
+        return online * discount
+    from litellm.cost_calculator import batch_cost_calculator
+    from litellm.types.utils import Usage
+
+    inp, out = batch_cost_calculator(Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                           total_tokens=prompt_tokens + completion_tokens), teacher.model)  # fmt: skip
+    return inp + out
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchReport:
+    batches: list[Submitted]  # every batch of this run's teachers in the journal, this run's last
+    submitted_now: int = 0  # batches created by this run
+    requests_now: int = 0  # requests in them
+    open: int = 0  # batches still running at the provider when the run returned (--no-wait, Ctrl-C)
+    priced: int = 0  # requests collected by this run with both an online and a batch price
+    priced_cost: float = 0.0  # what they cost at the batch price
+    online_cost: float = 0.0  # what the same tokens would have cost online
+    journal: Path | None = None
+
+
+def lines_for(calls: list[Call]) -> list[tuple[Call, str, bytes]]:
+    """(call, endpoint, the input file line) per call: the request online mode would send, its cache key as
+    custom_id."""
+    out = []
+    for call in calls:
+        endpoint, body = call.teacher.batch_request(call.request)
+        line = json.dumps({"custom_id": call.key, "method": "POST", "url": endpoint, "body": body}, ensure_ascii=False)
+        out.append((call, endpoint, line.encode() + b"\n"))
+    return out
+
+
+def split_files(lines: list[tuple[Call, str, bytes]], max_requests: int, max_bytes: int) -> list[list[tuple[Call, str, bytes]]]:
+    """Files within the limits, one (teacher, endpoint) per file, in the calls' order."""
+    groups: dict[tuple[str, str], list] = {}
+    for item in lines:
+        groups.setdefault((item[0].teacher.name, item[1]), []).append(item)
+    files = []
+    for items in groups.values():
+        current, size = [], 0
+        for item in items:
+            if len(item[2]) > max_bytes:
+                raise UsageError(f"--batch-max-bytes {max_bytes}: one request (row {item[0].row_index + 1}) is {len(item[2]):,} bytes; "
+                                 "raise the limit or run that row online")  # fmt: skip
+            if current and (len(current) >= max_requests or size + len(item[2]) > max_bytes):
+                files.append(current)
+                current, size = [], 0
+            current.append(item)
+            size += len(item[2])
+        if current:
+            files.append(current)
+    return files
+
+
+class BatchProgress:
+    """One bar per batch (answered of total, the provider's status, time since submission) when asked for."""
+
+    def __init__(self, enabled: bool):
+        self.bar, self.tasks = None, {}
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=False)  # fmt: skip
+            self.bar.start()
+
+    def update(self, sub: Submitted) -> None:
+        if not self.bar:
+            return
+        done = (sub.counts.get("completed") or 0) + (sub.counts.get("failed") or 0)
+        description = f"{sub.batch_id} {sub.teacher} {sub.status}" + (f" ({sub.counts.get('failed')} failed)" if sub.counts.get("failed") else "")
+        if sub.batch_id not in self.tasks:
+            self.tasks[sub.batch_id] = self.bar.add_task(description, total=len(sub.keys))
+        self.bar.update(self.tasks[sub.batch_id], completed=done, description=description)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+async def run_batches(calls: list[Call], store: Store, config, stats: Stats, progress: bool) -> BatchReport:
+    """Submit ``calls`` (unique, uncached) as batches, resume the journal's open ones, wait, collect. Each call's
+    ``entry`` is set to its outcome; successes and permanent failures are in ``store``."""
+    journal = Journal(journal_path(config.out, config.cache_dir))
+    teachers = {c.teacher.name: c.teacher for c in calls}
+    for teacher in teachers.values():
+        if not getattr(teacher, "batch_provider", None):
+            raise UsageError(f"--batch: {teacher.name} has no batch API through LiteLLM (OpenAI, Azure and OpenAI-compatible "
+                             "servers with --api-base have); run it without --batch")  # fmt: skip
+    apis = {name: BatchAPI.of(t, config) for name, t in teachers.items()}
+    by_key = {c.key: c for c in calls}
+    subs = journal.load()
+    report = BatchReport(batches=[], journal=journal.path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    bar = BatchProgress(progress)
+    attempts: Counter = Counter()  # follow-up batches each request was put in, this run
+    short: dict[str, Call] = {}  # n-requests answered with fewer choices: their samples asked for as singles
+    asked: set[str] = set()  # the single requests asked for them
+    try:
+        # 1. uploaded by an earlier run but never journaled as a batch: find its batch at the provider, or make it now
+        for sub in subs.values():
+            if sub.batch_id is None and sub.teacher in apis:
+                batch = await apis[sub.teacher].find(sub.file_id) or await apis[sub.teacher].create(sub.file_id, sub.endpoint)
+                sub.batch_id, sub.status = batch.id, batch.status
+                journal.append({"event": "batch", "file_id": sub.file_id, "batch_id": batch.id, "status": batch.status, "adopted": True})
+        # 2. submit what is neither cached nor in an open batch
+        waiting = {k for s in subs.values() if not s.collected for k in s.keys}
+        live = [s for s in subs.values() if not s.collected and s.teacher in apis]
+        live += await submit([c for c in calls if c.key not in waiting], apis, journal, subs, config, report, stop)
+        if not config.batch_wait:
+            report.open = len(live)
+            for sub in live:
+                mark_open(sub, by_key)
+            return finish(report, subs, teachers)
+        # 3. wait for each batch to end; collect it at once; follow-ups for what may succeed on a second try
+        delay = config.batch_poll
+        while live and not stop.is_set():
+            retry: list[Call] = []
+            for sub in list(live):
+                batch = await apis[sub.teacher].retrieve(sub.batch_id)
+                sub.status = batch.status
+                counts = getattr(batch, "request_counts", None)
+                sub.counts = {k: getattr(counts, k, 0) or 0 for k in ("total", "completed", "failed")} if counts else {}
+                bar.update(sub)
+                if batch.status not in TERMINAL:
+                    continue
+                live.remove(sub)
+                transient = await collect(sub, batch, apis[sub.teacher], teachers[sub.teacher], by_key, store, stats, config,
+                                          journal, report, short)  # fmt: skip
+                for key, error in transient:
+                    attempts[key] += 1
+                    if key in by_key and attempts[key] <= config.batch_resubmits:
+                        retry.append(by_key[key])
+                    else:
+                        fail(by_key.get(key), key, teachers[sub.teacher], error, store, stats, sub)
+            retry += short_followups(short, by_key, store, asked)
+            if retry:
+                live += await submit(retry, apis, journal, subs, config, report, stop)
+                delay = config.batch_poll
+            if live:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 1.5, config.batch_poll_max)
+        merge_short(short, store, by_key)
+        if stop.is_set():
+            report.open = len(live)
+            raise Interrupted(f"stopped waiting: {len(live)} batch{'es' * (len(live) != 1)} still run at the provider, journaled in "
+                              f"{journal.path}; re-run the same command to collect them, or `rdistill batches cancel {config.out or journal.path}`")  # fmt: skip
+        return finish(report, subs, teachers)
+    finally:
+        bar.close()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        # LiteLLM makes a new OpenAI client per files/batches call and never closes it; the SDK closes one when it is
+        # collected, by a task on the running loop. Collect them while the loop still runs, and let those tasks end.
+        gc.collect()
+        await asyncio.sleep(0)
+
+
+def mark_open(sub: Submitted, by_key: dict[str, Call]) -> None:
+    for key in sub.keys:
+        if key in by_key and by_key[key].entry is None:
+            by_key[key].entry = {"ok": False, "error": f"waiting in {sub.batch_id}", "kind": "batch_open"}
+
+
+def finish(report: BatchReport, subs: dict[str, Submitted], teachers: dict) -> BatchReport:
+    report.batches = [s for s in subs.values() if s.teacher in teachers]
+    return report
+
+
+async def submit(calls: list[Call], apis: dict, journal: Journal, subs: dict[str, Submitted], config, report: BatchReport,
+                 stop: asyncio.Event) -> list[Submitted]:  # fmt: skip
+    """Upload the calls' requests as files within the limits and make one batch of each; journal each id at once."""
+    made = []
+    for i, items in enumerate(split_files(lines_for(calls), config.batch_max_requests, config.batch_max_bytes)):
+        if stop.is_set():
+            raise Interrupted(f"interrupted while submitting: {report.submitted_now} batches were submitted and journaled in "
+                              f"{journal.path}; re-run the same command to submit the rest and collect them")  # fmt: skip
+        teacher, endpoint = items[0][0].teacher, items[0][1]
+        api = apis[teacher.name]
+        data = b"".join(line for _, _, line in items)
+        file_id = await api.upload(data, f"rdistill-{int(time.time())}-{i}.jsonl")
+        sub = Submitted(file_id, teacher.name, endpoint, api.provider, redact_url(api.api_base), [c.key for c, _, _ in items], len(data))
+        journal.append({"event": "file", "file_id": file_id, "teacher": teacher.name, "endpoint": endpoint, "provider": api.provider,
+                        "api_base": sub.api_base, "api_key_env": getattr(teacher, "api_key_env", None), "keys": sub.keys,
+                        "bytes": len(data)})  # fmt: skip
+        subs[file_id] = sub
+        batch = await api.create(file_id, endpoint)
+        sub.batch_id, sub.status = batch.id, batch.status
+        journal.append({"event": "batch", "file_id": file_id, "batch_id": batch.id, "status": batch.status})
+        report.submitted_now += 1
+        report.requests_now += len(items)
+        made.append(sub)
+    return made
+
+
+async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[str, Call], store: Store, stats: Stats,
+                  config, journal: Journal, report: BatchReport, short: dict[str, Call]) -> list[tuple[str, TeacherError]]:  # fmt: skip
+    """An ended batch's output and error files -> cache entries and failures; returns the (key, error) of each
+    request that may succeed on a second try (a transient error, or a request the batch never answered)."""
+    ours, seen, transient = set(sub.keys), set(), []
+    ok = failed = 0
+    cost = 0.0
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        for raw in (await api.content(file_id)).splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            key = line.get("custom_id") if isinstance(line, dict) else None
+            if key not in ours or key in seen:
+                continue
+            seen.add(key)
+            response = line.get("response") or {}
+            body = response.get("body") if isinstance(response.get("body"), dict) else {}
+            if response.get("status_code") == 200 and not line.get("error") and body.get("choices") is not None:
+                ok += 1
+                call = by_key.get(key)
+                if store.get(key) is not None:  # collected before (a run killed while collecting)
+                    if call is not None:
+                        call.entry = store.get(key)
+                    continue
+                completion = teacher.batch_completion(body, sub.endpoint)
+                usage = completion.usage or {}
+                price = batch_cost(teacher, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), config.batch_discount)
+                request = call.request if call is not None else _request_of(body)
+                entry = {**journal_entry(key, teacher, request, completion, 0.0), "cost": price, "batch_id": sub.batch_id}
+                stats.made += 1
+                stats.cost += price or 0.0
+                cost += price or 0.0
+                if completion.cost is not None and price is not None:  # priced both ways: the comparison
+                    report.priced += 1
+                    report.online_cost += completion.cost
+                    report.priced_cost += price
+                if call is not None and request.n > 1 and len(completion.choices) < request.n:
+                    split_entry(entry, singles(teacher, request), store)  # the samples it has, kept as singles
+                    short[key] = call
+                    if not any(n.startswith(f"{teacher.name} returned") and "in a batch" in n for n in stats.notes):
+                        stats.notes.append(f"{teacher.name} returned {len(completion.choices)} of {request.n} choices in a batch: the "
+                                           "rest were asked for as single seeded requests in a follow-up batch")  # fmt: skip
+                    continue
+                store.put(entry)
+                if call is not None:
+                    call.entry = entry
+                continue
+            error_body = body.get("error") if isinstance(body.get("error"), dict) else {}
+            code = (line.get("error") or {}).get("code") if isinstance(line.get("error"), dict) else None
+            message = error_body.get("message") or (line.get("error") or {}).get("message") or "no message"
+            if code == "batch_expired":
+                error = TeacherError(f"the batch {sub.batch_id} expired before answering it", kind="expired", retryable=True)
+            else:
+                error = error_from_status(response.get("status_code"), " ".join(str(message).split())[:300], teacher)
+            if error.retryable:
+                transient.append((key, error))
+                continue
+            failed += 1
+            fail(by_key.get(key), key, teacher, error, store, stats, sub, permanent=True)
+    missing = [k for k in sub.keys if k not in seen]
+    if missing:
+        errors = getattr(batch, "errors", None)
+        why = {"expired": "it expired before answering it", "cancelled": "it was cancelled before answering it",
+               "failed": f"it failed: {_batch_errors(errors)}"}.get(batch.status, "it ended without answering it")  # fmt: skip
+        retryable = batch.status in ("expired", "completed")
+        for key in missing:
+            error = TeacherError(f"the batch {sub.batch_id} {why}", kind=f"batch_{batch.status}", retryable=retryable)
+            if retryable:
+                transient.append((key, error))
+            else:
+                failed += 1
+                fail(by_key.get(key), key, teacher, error, store, stats, sub)
+    sub.collected, sub.ok, sub.failed, sub.cost = True, ok, failed, cost
+    journal.append({"event": "collected", "file_id": sub.file_id, "batch_id": sub.batch_id, "status": batch.status, "ok": ok,
+                    "failed": failed, "transient": len(transient), "cost": round(cost, 8), "counts": sub.counts})  # fmt: skip
+    return transient
+
+
+def fail(call: Call | None, key: str, teacher, error: TeacherError, store: Store, stats: Stats, sub: Submitted,
+         permanent: bool = False) -> None:  # fmt: skip
+    """Journal a request's failure as online mode does: a permanent one is kept (not resent until --retry-failed),
+    another is resent by the next run."""
+    entry = {"ok": False, "key": key, "teacher": teacher.name, "error": str(error), "kind": error.kind, "status": error.status,
+             "permanent": permanent, "batch_id": sub.batch_id, "time": time.time()}  # fmt: skip
+    store.put(entry)
+    stats.failed += 1
+    stats.errors[str(error)] += 1
+    stats.failures[error.kind] += 1
+    if call is not None:
+        call.entry = entry
+
+
+def short_followups(short: dict[str, Call], by_key: dict[str, Call], store: Store, asked: set[str]) -> list[Call]:
+    """The single seeded requests still missing for n-requests answered short, each a call of its own (once)."""
+    out = []
+    for call in short.values():
+        for request, key in singles(call.teacher, call.request):
+            if key in asked or store.get(key) is not None:
+                continue
+            asked.add(key)
+            by_key[key] = Call(key, call.teacher, request, call.row_index, call.first_sample)
+            out.append(by_key[key])
+    return out
+
+
+def merge_short(short: dict[str, Call], store: Store, by_key: dict[str, Call]) -> None:
+    """n-requests whose single samples are all answered now: merged under the n-request's key, as online; else the
+    failure of the first single that failed."""
+    for call in short.values():
+        keys = [k for _, k in singles(call.teacher, call.request)]
+        entries = [store.get(k) for k in keys]
+        if all(entries):
+            call.entry = merged_entry(call, entries)
+            store.put(call.entry)
+            continue
+        failed = [by_key[k].entry for k, e in zip(keys, entries) if e is None and k in by_key and by_key[k].entry]
+        call.entry = failed[0] if failed else {"ok": False, "error": "a sample asked for separately was not answered", "kind": "batch_short"}
+
+
+def _request_of(body: dict):
+    from .teachers import Request
+
+    params = {k: v for k, v in body.items() if k not in ("model", "messages", "prompt", "n", "seed")}
+    return Request(messages=body.get("messages") or [], n=int(body.get("n") or 1), seed=body.get("seed"), params=params)
+
+
+def _batch_errors(errors) -> str:
+    data = getattr(errors, "data", None) or (errors.get("data") if isinstance(errors, dict) else None) or []
+    texts = [getattr(e, "message", None) or (e.get("message") if isinstance(e, dict) else str(e)) for e in data]
+    return "; ".join(t for t in texts if t)[:300] or "the provider gave no reason"
+
+
+# --- listing and cancelling (rdistill batches list|cancel) -------------------------------------------
+
+
+def _api_for(sub: Submitted, api_base: str | None, api_key_env: str | None) -> BatchAPI:
+    key = os.environ.get(api_key_env) if api_key_env else None
+    base = api_base or sub.api_base
+    if key is None and base:
+        key = "EMPTY"  # an OpenAI-compatible server that takes no key; the client needs one
+    return BatchAPI(sub.provider, base, key, max_retries=2)
+
+
+def _key_env(path: Path) -> dict[str, str | None]:
+    envs = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(e, dict) and e.get("event") == "file":
+                envs[e["file_id"]] = e.get("api_key_env")
+    return envs
+
+
+def list_batches(out: str | os.PathLike, api_base: str | None = None, refresh: bool = True) -> list[Submitted]:
+    """Every batch journaled for ``out`` (the records file, or a journal), with its status asked of the provider
+    when ``refresh`` (and the batch is not collected yet)."""
+    path = _journal_of(out)
+    subs = Journal(path).load()
+    envs = _key_env(path)
+
+    async def ask():
+        for sub in subs.values():
+            if refresh and sub.batch_id and not sub.collected:
+                batch = await _api_for(sub, api_base, envs.get(sub.file_id)).retrieve(sub.batch_id)
+                counts = getattr(batch, "request_counts", None)
+                sub.status = batch.status
+                sub.counts = {k: getattr(counts, k, 0) or 0 for k in ("total", "completed", "failed")} if counts else {}
+
+    asyncio.run(ask())
+    return list(subs.values())
+
+
+def cancel_batches(out: str | os.PathLike, api_base: str | None = None) -> list[Submitted]:
+    """Cancel every journaled batch still running; returns those cancelled. Collected and ended ones are left."""
+    path = _journal_of(out)
+    journal, envs = Journal(path), _key_env(path)
+    subs = journal.load()
+    cancelled = []
+
+    async def go():
+        for sub in subs.values():
+            if not sub.batch_id or sub.collected or sub.status in TERMINAL:
+                continue
+            api = _api_for(sub, api_base, envs.get(sub.file_id))
+            batch = await api.retrieve(sub.batch_id)
+            if batch.status in TERMINAL or batch.status == "cancelling":
+                sub.status = batch.status
+                continue
+            batch = await api.cancel(sub.batch_id)
+            sub.status = batch.status
+            journal.append({"event": "cancel", "file_id": sub.file_id, "batch_id": sub.batch_id, "status": batch.status})
+            cancelled.append(sub)
+
+    asyncio.run(go())
+    return cancelled
+
+
+def _journal_of(out: str | os.PathLike) -> Path:
+    path = Path(out)
+    journal = path if path.name.endswith(".batches.jsonl") else journal_path(path)
+    if not journal.is_file():
+        raise UsageError(f"{out}: no batch journal at {journal} (batches are journaled beside the --out of `rdistill generate --batch`)")
+    return journal
