@@ -418,6 +418,7 @@ async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[st
     """An ended batch's output and error files -> cache entries and failures; returns the (key, error) of each
     request that may succeed on a second try (a transient error, or a request the batch never answered)."""
     ours, seen, transient = set(sub.keys), set(), []
+    prices: dict[tuple[int, int], float | None] = {}
     ok = failed = 0
     cost = 0.0
     for file_id in (batch.output_file_id, batch.error_file_id):
@@ -443,7 +444,10 @@ async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[st
                     continue
                 completion = teacher.batch_completion(body, sub.endpoint)
                 usage = completion.usage or {}
-                price = batch_cost(teacher, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), config.batch_discount)
+                tokens = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+                if tokens not in prices:  # the same token counts cost the same: one price lookup each
+                    prices[tokens] = batch_cost(teacher, *tokens, config.batch_discount)
+                price = prices[tokens]
                 request = call.request if call is not None else _request_of(body)
                 entry = {**journal_entry(key, teacher, request, completion, 0.0), "cost": price, "batch_id": sub.batch_id}
                 stats.made += 1

@@ -87,6 +87,7 @@ class FakeOpenAI:
         self.log: list[tuple] = []
         self.served: Counter = Counter()  # successful responses per (last message, seed, n)
         self.status_counts: Counter = Counter()
+        self.http: Counter = Counter()  # every HTTP request received, by method and route ("POST /v1/files", ...)
         self.first_request_at: float | None = None  # time.time() of the first request since start or POST /_bench/reset
         self.files: dict[str, dict] = {}  # file id -> {bytes, filename, purpose, created_at}
         self.batches: dict[str, dict] = {}  # batch id -> the batch object as the API answers it (plus private fields)
@@ -129,7 +130,12 @@ class FakeOpenAI:
 
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        app = web.Application()
+        @web.middleware
+        async def count(request, handler):
+            self.http[f"{request.method} {re.sub(r'/(file-|batch_)[^/]+', '/{id}', request.path)}"] += 1
+            return await handler(request)
+
+        app = web.Application(middlewares=[count])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._text)
         app.router.add_get("/v1/models", self._models)
@@ -344,7 +350,7 @@ class FakeOpenAI:
                 "in_progress_at": None, "expires_at": now + 86400, "finalizing_at": None, "completed_at": None,
                 "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
-                "_expire_after": self.faults.expire_first_batch_after if not self.submissions else None,
+                "_expire_after": self.faults.expire_first_batch_after if not self.submissions else None, "_created_wall": time.time(),
             }  # fmt: skip
             self.submissions.append((batch_id, file_id, [line.get("custom_id") for line in lines]))
         asyncio.ensure_future(self._run_batch(batch_id, lines, dict(request.headers)))
