@@ -324,12 +324,8 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
         waiting = {k for s in subs.values() if not s.collected for k in s.keys}
         live = [s for s in subs.values() if not s.collected and s.teacher in apis]
         live += await submit([c for c in calls if c.key not in waiting], apis, journal, subs, config, report, stop)
-        if not config.batch_wait:
-            report.open = len(live)
-            for sub in live:
-                mark_open(sub, by_key)
-            return finish(report, subs, teachers)
-        # 3. wait for each batch to end; collect it at once; follow-ups for what may succeed on a second try
+        # 3. wait for each batch to end (--no-wait: look once); collect it at once; follow-ups for what may succeed
+        # on a second try
         delay = config.batch_poll
         while live and not stop.is_set():
             retry: list[Call] = []
@@ -354,12 +350,19 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
             if retry:
                 live += await submit(retry, apis, journal, subs, config, report, stop)
                 delay = config.batch_poll
+            if not config.batch_wait:
+                break
             if live:
                 try:
                     await asyncio.wait_for(stop.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
                 delay = min(delay * 1.5, config.batch_poll_max)
+        if live and not config.batch_wait:  # submitted (or still running): the same command collects them later
+            report.open = len(live)
+            for sub in live:
+                mark_open(sub, by_key)
+            return finish(report, subs, teachers)
         merge_short(short, store, by_key)
         if stop.is_set():
             report.open = len(live)

@@ -156,6 +156,36 @@ def test_no_wait_submits_and_the_same_command_later_collects_without_resubmittin
     assert "completed (collected)" in stdout
 
 
+def test_from_python_no_wait_then_list_then_collect_once_done(make_server, tmp_path):
+    import rationale_distill as rd
+    from rationale_distill.batch import cancel_batches, list_batches
+
+    s = make_server(faults=Faults(batch_delay=0.8))
+    data = write_problems(tmp_path / "p.jsonl", n=5)
+    out = tmp_path / "t.jsonl"
+    config = rd.GenerateConfig(data=str(data), teachers=["openai/fake"], input_field="question", label_field="answer",
+                               api_base=s.base_url, out=str(out), batch=True, batch_wait=False, batch_poll=0.05)  # fmt: skip
+    result = rd.generate(config)
+    assert result.batches.open == 1 and result.records == [] and not out.exists()
+    assert [b.status for b in list_batches(out)] in (["validating"], ["in_progress"])
+    result = rd.generate(config)  # still running: looked at once, nothing submitted
+    assert result.batches.open == 1 and len(s.submissions) == 1
+    time.sleep(1.0)
+    result = rd.generate(config)  # ended: collected with --no-wait too
+    assert result.batches.open == 0 and len(result.records) == 5 and all(r.samples[0].answer for r in result.records)
+    assert [(b.status, b.collected, b.ok) for b in list_batches(out)] == [("completed", True, 5)]
+    assert cancel_batches(out) == [] and len(s.submissions) == 1
+
+
+def test_polls_back_off(cli, make_server, tmp_path):
+    s = make_server(faults=Faults(batch_delay=1.5))
+    data = write_problems(tmp_path / "p.jsonl", n=3)
+    code, _, err = cli(*gen_args(s, data, tmp_path / "t.jsonl", "--batch", "--batch-poll", "0.05", "--batch-poll-max", "1"))
+    assert code == 0, err
+    # 0.05, 0.075, 0.11, ... s between polls: about 8 polls in 1.5 s where a fixed 0.05 s would make about 30
+    assert 3 <= s.http["GET /v1/batches/{id}"] <= 12, s.http
+
+
 def test_cancel_stops_running_batches_and_the_next_runs_record_then_resubmit_the_rest(cli, make_server, tmp_path):
     s = make_server(faults=Faults(batch_delay=30))
     data = write_problems(tmp_path / "p.jsonl", n=4)
