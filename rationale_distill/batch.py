@@ -295,11 +295,7 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
     """Submit ``calls`` (unique, uncached) as batches, resume the journal's open ones, wait, collect. Each call's
     ``entry`` is set to its outcome; successes and permanent failures are in ``store``."""
     journal = Journal(journal_path(config.out, config.cache_dir))
-    teachers = {c.teacher.name: c.teacher for c in calls}
-    for teacher in teachers.values():
-        if not getattr(teacher, "batch_provider", None):
-            raise UsageError(f"--batch: {teacher.name} has no batch API through LiteLLM (OpenAI, Azure and OpenAI-compatible "
-                             "servers with --api-base have); run it without --batch")  # fmt: skip
+    teachers = {c.teacher.name: c.teacher for c in calls}  # each has a batch_provider (generate.check_teachers)
     apis = {name: BatchAPI.of(t, config) for name, t in teachers.items()}
     by_key = {c.key: c for c in calls}
     subs = journal.load()
@@ -317,9 +313,11 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
         # 1. uploaded by an earlier run but never journaled as a batch: find its batch at the provider, or make it now
         for sub in subs.values():
             if sub.batch_id is None and sub.teacher in apis:
-                batch = await apis[sub.teacher].find(sub.file_id) or await apis[sub.teacher].create(sub.file_id, sub.endpoint)
+                found = await apis[sub.teacher].find(sub.file_id)
+                batch = found or await apis[sub.teacher].create(sub.file_id, sub.endpoint)
                 sub.batch_id, sub.status = batch.id, batch.status
-                journal.append({"event": "batch", "file_id": sub.file_id, "batch_id": batch.id, "status": batch.status, "adopted": True})
+                journal.append({"event": "batch", "file_id": sub.file_id, "batch_id": batch.id, "status": batch.status,
+                                "adopted": found is not None})  # fmt: skip
         # 2. submit what is neither cached nor in an open batch
         waiting = {k for s in subs.values() if not s.collected for k in s.keys}
         live = [s for s in subs.values() if not s.collected and s.teacher in apis]

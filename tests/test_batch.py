@@ -326,6 +326,26 @@ def test_kill_9_between_creating_a_batch_and_journaling_its_id_never_submits_twi
     assert len(records(out)) == 6 and len(s.requests) == 6
 
 
+def test_a_file_uploaded_but_never_made_a_batch_is_submitted_from_the_same_file(cli, make_server, tmp_path):
+    s = make_server(faults=Faults(batch_delay=30))
+    data = write_problems(tmp_path / "p.jsonl", n=4)
+    out = tmp_path / "t.jsonl"
+    code, _, err = cli(*gen_args(s, data, out, *FAST, "--no-wait"))
+    assert code == 0, err
+    # as if killed after the upload, before the batch was created: no batch line, no batch at the server
+    path = out.with_name("t.batches.jsonl")
+    path.write_text("".join(x + "\n" for x in path.read_text().splitlines() if json.loads(x)["event"] == "file"))
+    s.batches.clear()
+    s.submissions.clear()
+    s.faults.batch_delay = 0
+    s.http.clear()
+    code, _, err = cli(*gen_args(s, data, out, *FAST))
+    assert code == 0, err
+    assert s.http["POST /v1/files"] == 0 and [f for _, f, _ in s.submissions] == ["file-1"]
+    assert [e.get("adopted") for e in journal(out) if e["event"] == "batch"] == [False]
+    assert len(records(out)) == 4
+
+
 def test_kill_9_while_polling_then_a_rerun_resumes_the_same_batch(cli, make_server, tmp_path):
     s = make_server(faults=Faults(batch_delay=2.5))
     data = write_problems(tmp_path / "p.jsonl", n=6)
