@@ -58,3 +58,10 @@ class Interrupted(RdistillError):
     """Ctrl-C or SIGTERM: no new calls were sent, the ones in flight were let finish and are journaled."""
 
     exit_code = 130
+
+
+class Pending(RdistillError):
+    """Work was handed to the provider (batches submitted with --no-wait) and the run cannot go on until it is done;
+    the same command resumes. Exit 75 (EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75

@@ -24,7 +24,7 @@ from pathlib import Path
 from .config import build as build_config
 from .config import load_yaml, option, to_dict
 from .dataset import BuildConfig, build
-from .errors import UsageError
+from .errors import Pending, UsageError
 from .evaluate import EvalConfig, evaluate, records_summary
 from .generate import GenerateConfig, check_failures, generate
 from .training import MANIFEST, TrainConfig, fingerprint, read_student, resolve, train
@@ -112,6 +112,10 @@ def run_pipeline(run: RunConfig, only: str | None = None, plugins=None, progress
     if "generate" in todo:
         result = timed("generate", lambda: generate(gen, plugins=plugins, progress=progress))
         summary["generate"] = result.stats.as_dict()
+        if result.batches is not None and result.batches.open:
+            n = result.batches.open
+            raise Pending(f"stopping after generate: {n} batch{'es' * (n != 1)} still running at the provider (batch_wait: false); "
+                          "re-run the same command to collect them and go on (nothing is submitted twice)")  # fmt: skip
         check_failures(result, gen)
     if "build" in todo:
         _, report = timed("build", lambda: build(bld.records, bld, plugins=plugins))
@@ -158,13 +162,14 @@ def evaluate_with_baselines(run: RunConfig, gen: GenerateConfig, trn: TrainConfi
     if test and compare.get("teacher"):
         # The prompted teacher on the held-out rows: one greedy answer each, through the same cached path.
         # concurrency=1: each recorded latency is one answer alone, comparable with the student's batch-1 latency.
+        # Online even when the training set went by batch: the comparison needs the teacher's latency per answer.
         teacher_test = replace(gen, data=test, out=str(out / "teacher-test.jsonl"), samples=1, temperature=0.0, limit=limit,
-                               concurrency=1)  # fmt: skip
+                               concurrency=1, batch=False)  # fmt: skip
         generate(teacher_test, plugins=plugins, progress=progress)
         teacher_records = teacher_test.out
     if test and compare.get("bare_prompt"):
         bare = replace(gen, data=test, out=str(out / "bare-test.jsonl"), samples=1, temperature=0.0, limit=limit,
-                       prompt=compare["bare_prompt"], concurrency=1)  # fmt: skip
+                       prompt=compare["bare_prompt"], concurrency=1, batch=False)  # fmt: skip
         bare_result = generate(bare, plugins=plugins, progress=progress)
         found["bare"] = records_summary(bare_result.records)
     config = build_config(EvalConfig, {"student": trn.out, "data": test or run.eval.get("data"),

@@ -374,3 +374,22 @@ def test_ctrl_c_stops_waiting_without_cancelling_and_says_how_to_resume(cli, mak
     code, _, err = cli(*gen_args(s, data, out, "--prompt", tiny_prompt(tmp_path), "--cache-dir", cache, *FAST))
     assert code == 0, err
     assert len(s.submissions) == 1 and len(records(out)) == 4
+
+
+def test_a_run_file_with_batch_wait_false_stops_after_submitting_and_resumes(cli, make_server, tmp_path):
+    s = make_server(faults=Faults(batch_delay=0.8))
+    write_problems(tmp_path / "train.jsonl", n=5)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"""
+out: {tmp_path / 'run'}
+data: train.jsonl
+generate: {{teachers: [openai/fake], api_base: "{s.base_url}", input_field: question, label_field: answer, batch: true, batch_wait: false, batch_poll: 0.05}}
+build: {{mode: rationale, label_source: gold, test_fraction: 0}}
+train: {{student: none}}
+""")
+    code, _, err = cli("run", cfg)
+    assert code == 75 and "stopping after generate: 1 batch still running at the provider" in err and "re-run the same command" in err
+    time.sleep(1.0)
+    code, _, err = cli("run", cfg, "--only", "generate")
+    assert code == 0, err
+    assert len(records(tmp_path / "run" / "teacher.jsonl")) == 5 and len(s.submissions) == 1
