@@ -1,223 +1,24 @@
-"""Batch mode: the requests online mode would send, sent as files through the provider's batch API (LiteLLM's files
-and batches functions), at the batch price (about half) and far higher rate limits, answered within 24 hours.
-
-Read ``run_batches`` top to bottom:
-1. The journal (``OUT.batches.jsonl``) says what earlier runs submitted. A file uploaded whose batch id was never
-   journaled (a kill between the two) is matched to its batch at the provider by its input file, or submitted now.
-2. What is neither cached nor in an open batch is written into files within the provider's limits (requests and
-   bytes per file, one teacher and endpoint per file), one batch per file. Each file id and batch id is journaled
-   (flushed and fsynced) the moment it exists, so no request is ever submitted twice.
-3. Open batches are polled with backoff under a progress bar. Each batch that ends is collected at once: successes
-   become cache entries under the online cache keys (a later online or batch run pays for none of them), permanent
-   errors are journaled failures as online, transient errors and what an expired batch never answered go into a
-   follow-up batch (up to ``--batch-resubmits`` times), and a reply with fewer than ``n`` choices gets its missing
-   samples as single seeded requests, as online.
-4. Ctrl-C stops waiting and leaves the batches running at the provider; the same command collects them later.
-"""
+"""The batch run: submit what is neither cached nor open, poll, collect, follow up (read ``run_batches`` top to
+bottom; the package docstring says what each step guarantees)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import json
-import os
 import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from .calls import Call, Stats, journal_entry, merged_entry, singles, split_entry
-from .errors import GenerationError, Interrupted, TeacherError, UsageError
-from .limits import retry_delay
-from .store import Store, default_cache_dir
-from .teachers import error_from_status, redact_url
-
-TERMINAL = ("completed", "failed", "expired", "cancelled")
-OPENAI_MAX_REQUESTS = 50_000  # OpenAI's limits per batch input file
-OPENAI_MAX_BYTES = 200 * 1024 * 1024
-
-
-def journal_path(out: str | os.PathLike | None, cache_dir: str | None = None) -> Path:
-    """``runs/x/teacher.batches.jsonl`` beside the records; without --out, ``batches.jsonl`` in the cache folder."""
-    if out:
-        out = Path(out)
-        return out.with_name(out.stem + ".batches.jsonl")
-    return (Path(cache_dir) if cache_dir else default_cache_dir()) / "batches.jsonl"
-
-
-@dataclass
-class Submitted:
-    """One input file and the batch made from it, as the journal knows them."""
-
-    file_id: str
-    teacher: str
-    endpoint: str
-    provider: str
-    api_base: str | None
-    keys: list[str]
-    bytes: int = 0
-    batch_id: str | None = None
-    status: str = "uploaded"  # the provider's status when last seen
-    counts: dict = field(default_factory=dict)  # total / completed / failed, as the provider reported them
-    collected: bool = False
-    ok: int = 0
-    failed: int = 0
-    cost: float = 0.0
-
-
-class Journal:
-    """Append-only JSONL of what was submitted: one line per file uploaded, batch created, batch collected, cancel.
-    Every line is flushed and fsynced before the next step, so a kill -9 anywhere leaves the truth on disk."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def append(self, event: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def load(self) -> dict[str, Submitted]:
-        """file id -> what became of it, in submission order."""
-        subs: dict[str, Submitted] = {}
-        if not self.path.is_file():
-            return subs
-        with self.path.open("rb") as fh:
-            for line in fh:
-                try:
-                    e = json.loads(line)
-                except (ValueError, UnicodeDecodeError):
-                    continue  # torn by a kill: the step it records did not finish
-                if not isinstance(e, dict):
-                    continue
-                kind, sub = e.get("event"), subs.get(e.get("file_id"))
-                if kind == "file":
-                    subs[e["file_id"]] = Submitted(e["file_id"], e["teacher"], e["endpoint"], e["provider"], e.get("api_base"),
-                                                   list(e["keys"]), e.get("bytes", 0))  # fmt: skip
-                elif sub is None:
-                    continue
-                elif kind == "batch":
-                    sub.batch_id, sub.status = e["batch_id"], e.get("status", "validating")
-                elif kind == "collected":
-                    sub.collected, sub.status = True, e["status"]
-                    sub.ok, sub.failed, sub.cost = e.get("ok", 0), e.get("failed", 0), e.get("cost", 0.0)
-                    sub.counts = e.get("counts") or sub.counts
-                elif kind == "cancel":
-                    sub.status = e.get("status", "cancelling")
-        return subs
-
-
-class BatchAPI:
-    """LiteLLM's files and batches functions for one provider and endpoint, each call retried on 429, 5xx and
-    connection errors (with the provider's Retry-After), and failing with one line that names the step otherwise."""
-
-    def __init__(self, provider: str, api_base: str | None, api_key: str | None, max_retries: int = 6,
-                 base_delay: float = 1.0, cap: float = 60.0):  # fmt: skip
-        if provider == "hosted_vllm" and not api_base:
-            raise UsageError("--batch with hosted_vllm/: pass --api-base")
-        self.provider, self.api_base, self._key = provider, api_base, api_key
-        self.max_retries, self.base_delay, self.cap = max_retries, base_delay, cap
-
-    @classmethod
-    def of(cls, teacher, config) -> "BatchAPI":
-        return cls(teacher.batch_provider, teacher.api_base, teacher._key(), config.max_retries, config.retry_base_delay,
-                   config.max_retry_after)  # fmt: skip
-
-    def _kwargs(self) -> dict:
-        kw = {"custom_llm_provider": self.provider}
-        if self.api_base:
-            kw["api_base"] = self.api_base
-        if self._key:
-            kw["api_key"] = self._key
-        return kw
-
-    async def _call(self, what: str, name: str, **kwargs):
-        from .teachers import _retry_after, import_litellm
-
-        litellm = import_litellm()
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await getattr(litellm, name)(**self._kwargs(), **kwargs)
-            except Exception as exc:  # noqa: BLE001 - every provider error is named, retried or raised as one line
-                status = getattr(exc, "status_code", None)
-                status = int(status) if isinstance(status, (int, str)) and str(status).isdigit() else None
-                text = " ".join(str(exc).split())
-                if self._key and self._key != "EMPTY":
-                    text = text.replace(self._key, "***")
-                transient = status in (408, 409, 429) or (status or 0) >= 500 or (status is None and _connection_like(exc))
-                if transient and attempt < self.max_retries:
-                    await asyncio.sleep(retry_delay(attempt, _retry_after(exc), self.base_delay, self.cap))
-                    continue
-                where = redact_url(self.api_base) or self.provider
-                raise GenerationError(f"batch mode: {what} at {where} failed (HTTP {status or '?'}): {text[:300]}") from None
-
-    async def upload(self, data: bytes, filename: str) -> str:
-        return (await self._call("uploading a request file", "acreate_file", file=(filename, data), purpose="batch")).id
-
-    async def create(self, file_id: str, endpoint: str):
-        return await self._call(f"creating the batch of {file_id}", "acreate_batch", completion_window="24h",
-                                endpoint=endpoint, input_file_id=file_id, metadata={"rdistill_file": file_id})  # fmt: skip
-
-    async def retrieve(self, batch_id: str):
-        return await self._call(f"polling {batch_id}", "aretrieve_batch", batch_id=batch_id)
-
-    async def cancel(self, batch_id: str):
-        return await self._call(f"cancelling {batch_id}", "acancel_batch", batch_id=batch_id)
-
-    async def content(self, file_id: str) -> bytes:
-        return (await self._call(f"downloading {file_id}", "afile_content", file_id=file_id)).content
-
-    async def find(self, file_id: str):
-        """The batch made from ``file_id``, if the provider has one (a kill after it was created, before its id was
-        journaled): the newest batches first, paged."""
-        after = None
-        for _ in range(100):  # 10,000 batches back at most
-            page = await self._call("listing batches", "alist_batches", limit=100, **({"after": after} if after else {}))
-            data = list(getattr(page, "data", None) or [])
-            for batch in data:
-                if batch.input_file_id == file_id:
-                    return batch
-            if not data or not getattr(page, "has_more", False):
-                return None
-            after = data[-1].id
-        return None
-
-
-def _connection_like(exc: Exception) -> bool:
-    names = " ".join(type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None).lower()
-    return "connection" in names or "timeout" in names or "connection error" in str(exc).lower()
-
-
-# --- the price ---------------------------------------------------------------------------------------
-
-
-def batch_cost(teacher, prompt_tokens: int, completion_tokens: int, discount: float) -> float | None:
-    """USD at the batch price: LiteLLM's batch rates where its price map has them, else the online price times
-    ``discount`` (--batch-discount; --price is an online price too). None when no price is known."""
-    online = teacher.cost_of(prompt_tokens, completion_tokens)
-    if getattr(teacher, "price", None) is not None or online is None or not hasattr(teacher, "model"):
-        return None if online is None else online * discount
-    import litellm
-
-    try:
-        info = litellm.get_model_info(teacher.model)
-    except Exception:  # noqa: BLE001 - no entry: the discount on the online price
-        info = {}
-    if info.get("input_cost_per_token_batches") is None:
-        return online * discount
-    from litellm.cost_calculator import batch_cost_calculator
-    from litellm.types.utils import Usage
-
-    inp, out = batch_cost_calculator(Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                           total_tokens=prompt_tokens + completion_tokens), teacher.model)  # fmt: skip
-    return inp + out
-
-
-# --- the run -----------------------------------------------------------------------------------------
+from ..calls import Call, Stats, journal_entry, merged_entry, singles, split_entry
+from ..errors import Interrupted, TeacherError, UsageError
+from ..store import Store
+from ..teachers import error_from_status, redact_url
+from .api import BatchAPI, batch_cost
+from .journal import TERMINAL, Journal, Submitted, journal_path
 
 
 @dataclass
@@ -542,7 +343,7 @@ def merge_short(short: dict[str, Call], store: Store, by_key: dict[str, Call]) -
 
 
 def _request_of(body: dict):
-    from .teachers import Request
+    from ..teachers import Request
 
     params = {k: v for k, v in body.items() if k not in ("model", "messages", "prompt", "n", "seed")}
     return Request(messages=body.get("messages") or [], n=int(body.get("n") or 1), seed=body.get("seed"), params=params)
@@ -552,79 +353,3 @@ def _batch_errors(errors) -> str:
     data = getattr(errors, "data", None) or (errors.get("data") if isinstance(errors, dict) else None) or []
     texts = [getattr(e, "message", None) or (e.get("message") if isinstance(e, dict) else str(e)) for e in data]
     return "; ".join(t for t in texts if t)[:300] or "the provider gave no reason"
-
-
-# --- listing and cancelling (rdistill batches list|cancel) -------------------------------------------
-
-
-def _api_for(sub: Submitted, api_base: str | None, api_key_env: str | None) -> BatchAPI:
-    key = os.environ.get(api_key_env) if api_key_env else None
-    base = api_base or sub.api_base
-    if key is None and base:
-        key = "EMPTY"  # an OpenAI-compatible server that takes no key; the client needs one
-    return BatchAPI(sub.provider, base, key, max_retries=2)
-
-
-def _key_env(path: Path) -> dict[str, str | None]:
-    envs = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(e, dict) and e.get("event") == "file":
-                envs[e["file_id"]] = e.get("api_key_env")
-    return envs
-
-
-def list_batches(out: str | os.PathLike, api_base: str | None = None, refresh: bool = True) -> list[Submitted]:
-    """Every batch journaled for ``out`` (the records file, or a journal), with its status asked of the provider
-    when ``refresh`` (and the batch is not collected yet)."""
-    path = _journal_of(out)
-    subs = Journal(path).load()
-    envs = _key_env(path)
-
-    async def ask():
-        for sub in subs.values():
-            if refresh and sub.batch_id and not sub.collected:
-                batch = await _api_for(sub, api_base, envs.get(sub.file_id)).retrieve(sub.batch_id)
-                counts = getattr(batch, "request_counts", None)
-                sub.status = batch.status
-                sub.counts = {k: getattr(counts, k, 0) or 0 for k in ("total", "completed", "failed")} if counts else {}
-
-    asyncio.run(ask())
-    return list(subs.values())
-
-
-def cancel_batches(out: str | os.PathLike, api_base: str | None = None) -> list[Submitted]:
-    """Cancel every journaled batch still running; returns those cancelled. Collected and ended ones are left."""
-    path = _journal_of(out)
-    journal, envs = Journal(path), _key_env(path)
-    subs = journal.load()
-    cancelled = []
-
-    async def go():
-        for sub in subs.values():
-            if not sub.batch_id or sub.collected or sub.status in TERMINAL:
-                continue
-            api = _api_for(sub, api_base, envs.get(sub.file_id))
-            batch = await api.retrieve(sub.batch_id)
-            if batch.status in TERMINAL or batch.status == "cancelling":
-                sub.status = batch.status
-                continue
-            batch = await api.cancel(sub.batch_id)
-            sub.status = batch.status
-            journal.append({"event": "cancel", "file_id": sub.file_id, "batch_id": sub.batch_id, "status": batch.status})
-            cancelled.append(sub)
-
-    asyncio.run(go())
-    return cancelled
-
-
-def _journal_of(out: str | os.PathLike) -> Path:
-    path = Path(out)
-    journal = path if path.name.endswith(".batches.jsonl") else journal_path(path)
-    if not journal.is_file():
-        raise UsageError(f"{out}: no batch journal at {journal} (batches are journaled beside the --out of `rdistill generate --batch`)")
-    return journal
