@@ -201,16 +201,9 @@ class LiteLLMTeacher(Teacher):
         litellm = import_litellm()
 
         text = request.format == "text" and self.text_route
-        kwargs = {**self.params, **request.params}
+        kwargs = self._params(request, text)
         kwargs.update(model=self.model, messages=request.messages, timeout=request.timeout, num_retries=0, max_retries=0,
                       drop_params=True)  # fmt: skip
-        if request.n > 1:
-            kwargs["n"] = request.n
-        if request.seed is not None:
-            kwargs["seed"] = request.seed
-        if request.logprobs:
-            # the completions API takes the number of top logprobs as `logprobs`; chat takes a flag and `top_logprobs`
-            kwargs.update(logprobs=request.logprobs) if text else kwargs.update(logprobs=True, top_logprobs=request.logprobs)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         key = self._key()
@@ -227,6 +220,19 @@ class LiteLLMTeacher(Teacher):
         except Exception as exc:  # noqa: BLE001 - every provider error is mapped onto the taxonomy
             raise map_error(exc, self, key) from None
         return self._completion(response)
+
+    def _params(self, request: Request, text: bool) -> dict:
+        """What is sent besides the prompt, online and in a batch line: the teacher's own parameters under the
+        request's, n, seed, logprobs."""
+        params = {**self.params, **request.params}
+        if request.n > 1:
+            params["n"] = request.n
+        if request.seed is not None:
+            params["seed"] = request.seed
+        if request.logprobs:
+            # the completions API takes the number of top logprobs as `logprobs`; chat takes a flag and `top_logprobs`
+            params.update(logprobs=request.logprobs) if text else params.update(logprobs=True, top_logprobs=request.logprobs)
+        return params
 
     def _completion(self, response) -> Completion:
         choices = []
@@ -264,13 +270,7 @@ class LiteLLMTeacher(Teacher):
         """(endpoint, body): the request ``complete`` sends, as a line of a batch input file (the model without its
         provider prefix, the same parameters)."""
         text = request.format == "text" and self.text_route
-        body = {"model": self.model.split("/", 1)[1] if "/" in self.model else self.model, **self.params, **request.params}
-        if request.n > 1:
-            body["n"] = request.n
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if request.logprobs:
-            body.update(logprobs=request.logprobs) if text else body.update(logprobs=True, top_logprobs=request.logprobs)
+        body = {"model": self.model.split("/", 1)[1] if "/" in self.model else self.model, **self._params(request, text)}
         if text:
             return "/v1/completions", {**body, "prompt": "".join(m.get("content") or "" for m in request.messages)}
         return "/v1/chat/completions", {**body, "messages": request.messages}
