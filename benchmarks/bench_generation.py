@@ -15,7 +15,8 @@ writing the output all count, as they do for a user.
     both its LiteLLM and its aiohttp "openai" backend, its 200 requests/min default raised.
 (c) cache replay: a whole re-run of (b) where every answer comes from the cache, ours and curator's.
 Every contender runs once per round, rounds interleaved; the table gives the median and the range over the rounds.
-Results go to benchmarks/results/generation.{json,md}.
+Results go to benchmarks/results/generation.{json,md}. Batch mode (--batch) against online mode on the same inputs
+is benchmarks/bench_batch.py (HTTP requests, submission overhead, cost at the batch price).
 """
 
 from __future__ import annotations

@@ -106,6 +106,8 @@ def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Re
         raise UsageError("--teacher: the same teacher is named twice; use --samples for more samples")
     if config.samples < 1 or config.concurrency < 1:
         raise UsageError("--samples and --concurrency must be at least 1")
+    if not config.batch and not config.batch_wait:
+        raise UsageError("--no-wait: only with --batch (online calls cannot be left running at the provider)")
     if config.batch and config.max_cost is not None:
         raise UsageError("--max-cost with --batch: a submitted batch cannot stop at a budget; see its cost first with --batch --dry-run")
     # Rows over an explicit --max-prompt-tokens are refused now; the model's own window is asked for below.

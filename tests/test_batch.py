@@ -273,6 +273,8 @@ def test_refusals_before_anything_is_sent(cli, make_server, tmp_path):
     assert code == 2 and "--batch: anthropic/claude-3-5-haiku-latest has no batch API" in err and err.count("\n") == 1
     code, _, err = cli(*gen_args(s, data, tmp_path / "t.jsonl", "--max-cost", "1", "--price", "1,1", *FAST))
     assert code == 2 and "--max-cost with --batch" in err
+    code, _, err = cli(*gen_args(s, data, tmp_path / "t.jsonl", "--no-wait"))
+    assert code == 2 and "--no-wait: only with --batch" in err
     code, _, err = cli("batches", "list", tmp_path / "nothing.jsonl")
     assert code == 2 and "no batch journal" in err
     assert s.requests == [] and s.files == {}
