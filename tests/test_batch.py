@@ -266,6 +266,21 @@ def test_batch_cost_uses_litellm_batch_rates_and_is_shown_against_online(cli, ma
     assert "the same tokens online" in stdout
 
 
+def test_the_batch_api_calls_are_retried_on_503_and_a_bad_key_stops_in_one_line(cli, make_server, tmp_path, monkeypatch):
+    s = make_server(faults=Faults(batch_api_503=6))
+    data = write_problems(tmp_path / "p.jsonl", n=3)
+    out = tmp_path / "t.jsonl"
+    code, _, err = cli(*gen_args(s, data, out, *FAST))
+    assert code == 0, err
+    assert s.http["POST /v1/files"] >= 4 and len(s.files) == 2 and len(s.submissions) == 1  # one upload stored, one batch
+    assert len(records(out)) == 3
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    locked = make_server(api_key="sk-right")
+    code, _, err = cli(*gen_args(locked, data, tmp_path / "u.jsonl", *FAST, "--cache-dir", tmp_path / "c2"))
+    assert code == 1 and err.count("\n") == 1 and "batch mode: uploading a request file" in err and "HTTP 401" in err
+    assert "sk-wrong" not in err and locked.files == {}
+
+
 def test_refusals_before_anything_is_sent(cli, make_server, tmp_path):
     s = make_server()
     data = write_problems(tmp_path / "p.jsonl", n=3)

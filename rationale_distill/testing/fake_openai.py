@@ -49,6 +49,7 @@ class Faults:
     batch_create_delay: float = 0.0  # the batch exists at once, its id is answered this many seconds later
     expire_first_batch_after: int | None = None  # the first batch expires after answering this many lines
     expired_in_error_file: bool = True  # list what an expired batch never answered in its error file (OpenAI does)
+    batch_api_503: int = 0  # the first N requests to /v1/files and /v1/batches get a 503 (retry-after-ms: 10)
 
 
 def chat_logprobs(text: str, k: int) -> dict:
@@ -89,6 +90,7 @@ class FakeOpenAI(BatchEndpoints):
         self.log: list[tuple] = []
         self.served: Counter = Counter()  # successful responses per (last message, seed, n)
         self.status_counts: Counter = Counter()
+        self._unavailable = 0  # 503s answered on the batch API so far (Faults.batch_api_503)
         self.http: Counter = Counter()  # every HTTP request received, by method and route ("POST /v1/files", ...)
         self.first_request_at: float | None = None  # time.time() of the first request since start or POST /_bench/reset
         self._rng = random.Random(self.faults.seed)
@@ -132,6 +134,9 @@ class FakeOpenAI(BatchEndpoints):
         @web.middleware
         async def count(request, handler):
             self.http[f"{request.method} {re.sub(r'/(file-|batch_)[^/]+', '/{id}', request.path)}"] += 1
+            if request.path.startswith(("/v1/files", "/v1/batches")) and self._unavailable < self.faults.batch_api_503:
+                self._unavailable += 1
+                return self._error(web, 503, "server_error", "The server is overloaded", {"retry-after-ms": "10"})
             return await handler(request)
 
         app = web.Application(middlewares=[count])
