@@ -364,6 +364,26 @@ def test_a_file_uploaded_but_never_made_a_batch_is_submitted_from_the_same_file(
     assert len(records(out)) == 4
 
 
+def test_a_run_killed_while_collecting_resumes_from_the_same_batch_and_counts_each_answer_once(cli, make_server, tmp_path):
+    s = make_server()
+    data = write_problems(tmp_path / "p.jsonl", n=6)
+    out, cache = tmp_path / "t.jsonl", tmp_path / "cache"
+    code, _, err = cli(*gen_args(s, data, out, *FAST, "--cache-dir", cache))
+    assert code == 0, err
+    # as if killed after 4 of the 6 answers were journaled: the last 2 cache lines and the `collected` line are gone
+    segment = next((cache / "calls").glob("calls-*.jsonl"))
+    segment.write_text("".join(x + "\n" for x in segment.read_text().splitlines()[:4]))
+    path = out.with_name("t.batches.jsonl")
+    path.write_text("".join(x + "\n" for x in path.read_text().splitlines() if json.loads(x)["event"] != "collected"))
+    out.unlink()
+    code, stdout, err = cli(*gen_args(s, data, out, *FAST, "--cache-dir", cache))
+    assert code == 0, err
+    assert len(s.submissions) == 1 and len(s.requests) == 6  # the same batch, collected again; nothing resubmitted
+    done_now = next(line for line in stdout.splitlines() if "done now" in line)
+    assert done_now.split("│")[2].strip() == "2"  # the 4 already in the cache are not counted (or priced) twice
+    assert len(records(out)) == 6 and all(r["samples"][0]["answer"] for r in records(out))
+
+
 def test_kill_9_while_polling_then_a_rerun_resumes_the_same_batch(cli, make_server, tmp_path):
     s = make_server(faults=Faults(batch_delay=2.5))
     data = write_problems(tmp_path / "p.jsonl", n=6)
