@@ -210,6 +210,20 @@ def test_cancel_stops_running_batches_and_the_next_runs_record_then_resubmit_the
     assert len(s.submissions) == 2 and all(r["samples"][0]["answer"] for r in records(out))
 
 
+def test_a_batch_that_fails_validation_records_the_reason_and_the_next_run_submits_again(cli, make_server, tmp_path):
+    s = make_server(faults=Faults(fail_first_batch="The model `fake` does not support the batch API."))
+    data = write_problems(tmp_path / "p.jsonl", n=3)
+    out = tmp_path / "t.jsonl"
+    code, _, err = cli(*gen_args(s, data, out, *FAST))
+    assert code == 4, err  # completed with failures: no follow-up batch (it would fail the same way)
+    assert len(s.submissions) == 1
+    errors = {(x["error_kind"], x["error"]) for r in records(out) for x in r["samples"]}
+    assert errors == {("batch_failed", "the batch batch_1 failed: The model `fake` does not support the batch API.")}, errors
+    code, _, err = cli(*gen_args(s, data, out, *FAST))  # not a permanent failure: the next run submits again
+    assert code == 0, err
+    assert len(s.submissions) == 2 and all(r["samples"][0]["answer"] for r in records(out))
+
+
 def test_a_server_that_ignores_n_gets_the_missing_samples_as_single_seeded_requests(cli, make_server, tmp_path):
     s = make_server(faults=Faults(ignore_n=True))
     data = write_problems(tmp_path / "p.jsonl", n=4)

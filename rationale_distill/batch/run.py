@@ -285,8 +285,8 @@ async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[st
     missing = [k for k in sub.keys if k not in seen]
     if missing:
         errors = getattr(batch, "errors", None)
-        why = {"expired": "it expired before answering it", "cancelled": "it was cancelled before answering it",
-               "failed": f"it failed: {_batch_errors(errors)}"}.get(batch.status, "it ended without answering it")  # fmt: skip
+        why = {"expired": "expired before answering it", "cancelled": "was cancelled before answering it",
+               "failed": f"failed: {_batch_errors(errors)}"}.get(batch.status, "ended without answering it")  # fmt: skip
         retryable = batch.status in ("expired", "completed")
         for key in missing:
             error = TeacherError(f"the batch {sub.batch_id} {why}", kind=f"batch_{batch.status}", retryable=retryable)

@@ -117,6 +117,10 @@ class BatchEndpoints:
             pass
         if batch["status"] == "cancelling":
             return self._finish(batch, [], [], "cancelled")
+        if f.fail_first_batch and batch is next(iter(self.batches.values())):  # validation failed: nothing is answered
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "line": 1, "param": "body.model",
+                                                          "message": f.fail_first_batch}]}  # fmt: skip
+            return self._finish(batch, [], [], "failed")
         batch.update(status="in_progress", in_progress_at=int(time.time()))
         out, errors, status = [], [], "completed"
 

@@ -49,6 +49,7 @@ class Faults:
     batch_create_delay: float = 0.0  # the batch exists at once, its id is answered this many seconds later
     expire_first_batch_after: int | None = None  # the first batch expires after answering this many lines
     expired_in_error_file: bool = True  # list what an expired batch never answered in its error file (OpenAI does)
+    fail_first_batch: str | None = None  # the first batch fails validation with this message (nothing answered)
     batch_api_503: int = 0  # the first N requests to /v1/files and /v1/batches get a 503 (retry-after-ms: 10)
 
 
