@@ -196,6 +196,8 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
             with store:
                 report = asyncio.run(run_batches(list(unique.values()), store, config, stats, progress))
             stats.notes.extend(batch_notes(report, stats))
+            if config.workers > 1:
+                stats.notes.append("--workers is not used with --batch: one process submits, polls and collects")
         elif config.workers > 1 and len(unique) > config.workers:
             from .workers import run_in_workers
 

@@ -67,8 +67,9 @@ def test_requests_are_split_into_files_within_the_limits_one_teacher_per_file(cl
     s = make_server()
     data = write_problems(tmp_path / "p.jsonl", n=12)
     out = tmp_path / "t.jsonl"
-    code, _, err = cli(*gen_args(s, data, out, "--teacher", "openai/other", "--batch-max-requests", "5", *FAST))
+    code, stdout, err = cli(*gen_args(s, data, out, "--teacher", "openai/other", "--batch-max-requests", "5", "--workers", "2", *FAST))
     assert code == 0, err
+    assert "--workers is not used with --batch" in stdout
     # two teachers (openai/fake and openai/other), 12 each, at most 5 per file: 3 files each
     assert sorted(len(ids) for _, _, ids in s.submissions) == [2, 2, 5, 5, 5, 5]
     models = {json.loads(s.files[f]["bytes"].splitlines()[0])["body"]["model"] for _, f, _ in s.submissions}
