@@ -146,7 +146,9 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
     shutil.rmtree(student, ignore_errors=True)
     result = {"method": method, "fraction": fraction, "seed": seed, "examples": report["examples_kept"],
               "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"],
-              "latency_s": evaluation["student"]["latency_s"], "max_steps": max_steps}  # fmt: skip
+              "latency_s": evaluation["student"]["latency_s"], "max_steps": max_steps,
+              # each held-out question's answer, in the test file's order: for error analysis (which step went wrong)
+              "predictions": [e["student"] for e in evaluation["examples"]]}  # fmt: skip
     if filters:
         result["filters"] = filters
         result["dropped"] = {k: v for k, v in report["filters"].items() if k not in ("kept", "extra-rationale")}
