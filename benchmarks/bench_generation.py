@@ -66,9 +66,10 @@ def server_first(base: str, reset: bool = False) -> float | None:
     return json.loads(urllib.request.urlopen(f"{root}/_bench/first", timeout=10).read())["first_request_at"]
 
 
-def whole_process(cmd: list[str], out: Path, n: int, env: dict | None = None, base: str | None = None) -> dict:
+def whole_process(cmd: list[str], out: Path | None, n: int, env: dict | None = None, base: str | None = None) -> dict:
     """Wall seconds from launch to exit, CPU seconds (user + system, the process and the children it waited for) and
-    peak RSS of its largest process; it must have written its n answers to `out`. With the server's `base`, also
+    peak RSS of its largest process; it must have written its n answers to `out` (no `out`: a dry run, whose table
+    must show n). With the server's `base`, also
     the seconds from launch to the first request the server saw (0 requests, as in a replay: None). Whatever it
     prints last as a JSON object is kept (the sequential loop reports how long its sample took)."""
     if base:
@@ -84,8 +85,10 @@ def whole_process(cmd: list[str], out: Path, n: int, env: dict | None = None, ba
         stdout, stderr = out_fh.read(), err_fh.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed with exit {proc.returncode}: {stderr.strip()[-2000:]}")
-    written = sum(1 for line in out.read_text().splitlines() if line.strip()) if out.is_file() else 0
-    if written != n:
+    if out is None and f"{n:,}" not in stdout and str(n) not in stdout:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... did not report {n} calls: {stdout[-500:]}")
+    written = sum(1 for line in out.read_text().splitlines() if line.strip()) if out is not None and out.is_file() else 0
+    if out is not None and written != n:
         raise RuntimeError(f"{' '.join(cmd[:3])} ... wrote {written} answers to {out}, not {n}")
     last = [x for x in stdout.strip().splitlines() if x.startswith("{")][-1:]
     first = server_first(base) if base else None
@@ -115,16 +118,7 @@ def dry_run(n: int) -> dict:
     prompt.write_text("name: bench\ntemplate: '{input}'\nanswer_type: number\n")
     cmd = [RDISTILL, "generate", str(data), "--teacher", "openai/gpt-4o-mini", "--prompt", str(prompt), "--cache-dir",
            str(work / "cache"), "--dry-run"]  # fmt: skip
-    with tempfile.TemporaryFile("w+") as out_fh:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out_fh, stderr=subprocess.STDOUT, text=True, env=ENV)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        out_fh.seek(0)
-        stdout = out_fh.read()
-    if os.waitstatus_to_exitcode(status) != 0 or str(n) not in stdout:
-        raise RuntimeError(f"the dry run failed: {stdout[-500:]}")
-    return {"s": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}
+    return whole_process(cmd, None, n)
 
 
 def child(kind: str, base: str, n: int, concurrency: int, tag: str) -> dict:
