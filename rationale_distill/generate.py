@@ -66,6 +66,7 @@ class GenerateConfig:
     batch_max_bytes: int = option(200 * 1024 * 1024, help="with --batch: bytes per batch file (OpenAI's limit: 200 MB)", ge=1024)
     batch_poll: float = option(30.0, help="with --batch: seconds before the next poll of a batch; grows 1.5x per poll up to --batch-poll-max", gt=0)
     batch_poll_max: float = option(600.0, help="with --batch: the longest wait between polls, in seconds", gt=0)
+    batch_max_open: int | None = option(None, help="with --batch: at most N batches open at the provider at once, the rest submitted as they end (stay under its enqueued-token limit; a full queue is also waited out when the provider reports it)", ge=1)
     batch_resubmits: int = option(2, help="with --batch: follow-up batches for requests that failed transiently (429, 5xx) or that an expired batch never answered", ge=0)
     batch_discount: float = option(0.5, help="with --batch: the batch price as a fraction of the online price, where LiteLLM knows no batch price (and for --price)", gt=0, le=1)
     cache_dir: str | None = option(None, help="cache and journal folder (default: $RDISTILL_CACHE_DIR or ~/.cache/rationale-distill)")
@@ -207,7 +208,7 @@ def run_generation(config, plugins, spec, answer_type_source, examples, calls, p
                 asyncio.run(run_calls(list(unique.values()), store, config, stats, progress))
     finally:
         stats.wall_s = round(time.perf_counter() - started, 3)
-    if report is not None and report.open:  # --no-wait: the batches run on; the same command collects them later
+    if report is not None and (report.open or report.queued):  # --no-wait: the same command collects (and submits) later
         return Result(records=[], stats=stats, batches=report)
     for call in calls:
         if call.key in unique and unique[call.key] is not call:

@@ -225,6 +225,33 @@ def test_a_batch_that_fails_validation_records_the_reason_and_the_next_run_submi
     assert len(s.submissions) == 2 and all(r["samples"][0]["answer"] for r in records(out))
 
 
+def test_a_full_provider_queue_is_waited_out_and_max_open_never_fills_it(cli, make_server, tmp_path):
+    data = write_problems(tmp_path / "p.jsonl", n=12)
+    # the provider takes 2 open batches; 6 files: 4 refused (token_limit_exceeded), each sent again once room frees up
+    s = make_server(faults=Faults(batch_delay=1.5, batch_queue_limit=2))
+    code, stdout, err = cli(*gen_args(s, data, tmp_path / "t.jsonl", "--batch-max-requests", "2", *FAST))
+    assert code == 0, err
+    refused = [b for b in s.batches.values() if b["_queue_full"]]
+    assert refused and len(s.submissions) == 6 + len(refused) and "batch queue was full" in stdout
+    assert len(s.requests) == 12 and all(r["samples"][0]["answer"] for r in records(tmp_path / "t.jsonl"))
+    # --batch-max-open 2: never more than 2 open, nothing refused
+    s = make_server(faults=Faults(batch_delay=1.5, batch_queue_limit=2))
+    code, _, err = cli(*gen_args(s, data, tmp_path / "u.jsonl", "--batch-max-requests", "2", "--batch-max-open", "2", *FAST,
+                                 "--cache-dir", tmp_path / "c2"))  # fmt: skip
+    assert code == 0, err
+    assert len(s.submissions) == 6 and s.most_open == 2 and not any(b["_queue_full"] for b in s.batches.values())
+
+
+def test_a_file_over_the_queue_limit_by_itself_is_recorded_with_the_fix(cli, make_server, tmp_path):
+    s = make_server(faults=Faults(batch_queue_limit=0))
+    data = write_problems(tmp_path / "p.jsonl", n=3)
+    out = tmp_path / "t.jsonl"
+    code, _, err = cli(*gen_args(s, data, out, *FAST))
+    assert code == 4, err
+    assert len(s.submissions) == 1  # not resubmitted in a loop
+    assert all("lower --batch-max-requests" in r["samples"][0]["error"] for r in records(out))
+
+
 def test_a_server_that_ignores_n_gets_the_missing_samples_as_single_seeded_requests(cli, make_server, tmp_path):
     s = make_server(faults=Faults(ignore_n=True))
     data = write_problems(tmp_path / "p.jsonl", n=4)

@@ -27,6 +27,7 @@ class BatchReport:
     submitted_now: int = 0  # batches created by this run
     requests_now: int = 0  # requests in them
     open: int = 0  # batches still running at the provider when the run returned (--no-wait, Ctrl-C)
+    queued: int = 0  # requests not yet submitted when the run returned (waiting for room: --batch-max-open, a full queue)
     priced: int = 0  # requests collected by this run with both an online and a batch price
     priced_cost: float = 0.0  # what they cost at the batch price
     online_cost: float = 0.0  # what the same tokens would have cost online
@@ -119,10 +120,17 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
                 sub.batch_id, sub.status = batch.id, batch.status
                 journal.append({"event": "batch", "file_id": sub.file_id, "batch_id": batch.id, "status": batch.status,
                                 "adopted": found is not None})  # fmt: skip
-        # 2. submit what is neither cached nor in an open batch
+        # 2. what is neither cached nor in an open batch, as files within the limits; submitted while there is room
         waiting = {k for s in subs.values() if not s.collected for k in s.keys}
         live = [s for s in subs.values() if not s.collected and s.teacher in apis]
-        live += await submit([c for c in calls if c.key not in waiting], apis, journal, subs, config, report, stop)
+        queue = plan_files([c for c in calls if c.key not in waiting], config)
+        room = config.batch_max_open or float("inf")  # batches open at once; lowered when the provider says its queue is full
+
+        async def fill() -> None:
+            while queue and len(live) < room and not stop.is_set():
+                live.append(await submit_file(queue.pop(0), apis, journal, subs, report))
+
+        await fill()
         # 3. wait for each batch to end (--no-wait: look once); collect it at once; follow-ups for what may succeed
         # on a second try
         delay = config.batch_poll
@@ -137,8 +145,20 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
                 if batch.status not in TERMINAL:
                     continue
                 live.remove(sub)
-                transient = await collect(sub, batch, apis[sub.teacher], teachers[sub.teacher], by_key, store, stats, config,
-                                          journal, report, short)  # fmt: skip
+                transient, full = await collect(sub, batch, apis[sub.teacher], teachers[sub.teacher], by_key, store, stats, config,
+                                                journal, report, short)  # fmt: skip
+                if full:  # the provider's queue was full (its enqueued-token limit): back in ours, sent once room frees up
+                    if not live:  # nothing else was open: one file is over the limit by itself
+                        error = TeacherError(f"{_batch_errors(getattr(batch, 'errors', None))} (one file is over the provider's enqueued-token limit "
+                                             "by itself: lower --batch-max-requests)", kind="batch_failed")  # fmt: skip
+                        for key in full:
+                            fail(by_key.get(key), key, teachers[sub.teacher], error, store, stats, sub)
+                    else:
+                        queue[:0] = plan_files([by_key[k] for k in full if k in by_key], config)
+                        room = len(live)
+                        note = f"the provider's batch queue was full ({_batch_errors(getattr(batch, 'errors', None))[:120]}): files wait until a batch ends"
+                        if note not in stats.notes:
+                            stats.notes.append(note)
                 for key, error in transient:
                     attempts[key] += 1
                     if key in by_key and attempts[key] <= config.batch_resubmits:
@@ -147,8 +167,9 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
                         fail(by_key.get(key), key, teachers[sub.teacher], error, store, stats, sub)
             retry += short_followups(short, by_key, store, asked)
             if retry:
-                live += await submit(retry, apis, journal, subs, config, report, stop)
+                queue += plan_files(retry, config)
                 delay = config.batch_poll
+            await fill()
             if not config.batch_wait:
                 break
             if live:
@@ -157,7 +178,8 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
                 except asyncio.TimeoutError:
                     pass
                 delay = min(delay * 1.5, config.batch_poll_max)
-        if live and not config.batch_wait:  # submitted (or still running): the same command collects them later
+        report.queued = sum(len(f) for f in queue)
+        if (live or queue) and not config.batch_wait:  # still running (or waiting for room): the same command goes on
             report.open = len(live)
             for sub in live:
                 mark_open(sub, by_key)
@@ -165,8 +187,10 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
         merge_short(short, store, by_key)
         if stop.is_set():
             report.open = len(live)
+            unsent = f" ({report.queued} requests not yet submitted)" if report.queued else ""
             raise Interrupted(f"stopped waiting: {len(live)} batch{'es' * (len(live) != 1)} still run at the provider, journaled in "
-                              f"{journal.path}; re-run the same command to collect them, or `rdistill batches cancel {config.out or journal.path}`")  # fmt: skip
+                              f"{journal.path}{unsent}; re-run the same command to collect them and go on, or `rdistill batches "
+                              f"cancel {config.out or journal.path}`")  # fmt: skip
         return finish(report, subs, teachers)
     finally:
         bar.close()
@@ -189,36 +213,36 @@ def finish(report: BatchReport, subs: dict[str, Submitted], teachers: dict) -> B
     return report
 
 
-async def submit(calls: list[Call], apis: dict, journal: Journal, subs: dict[str, Submitted], config, report: BatchReport,
-                 stop: asyncio.Event) -> list[Submitted]:  # fmt: skip
-    """Upload the calls' requests as files within the limits and make one batch of each; journal each id at once."""
-    made = []
-    for i, items in enumerate(split_files(lines_for(calls), config.batch_max_requests, config.batch_max_bytes)):
-        if stop.is_set():
-            raise Interrupted(f"interrupted while submitting: {report.submitted_now} batches were submitted and journaled in "
-                              f"{journal.path}; re-run the same command to submit the rest and collect them")  # fmt: skip
-        teacher, endpoint = items[0][0].teacher, items[0][1]
-        api = apis[teacher.name]
-        data = b"".join(line for _, _, line in items)
-        file_id = await api.upload(data, f"rdistill-{int(time.time())}-{i}.jsonl")
-        sub = Submitted(file_id, teacher.name, endpoint, api.provider, redact_url(api.api_base), [c.key for c, _, _ in items], len(data))
-        journal.append({"event": "file", "file_id": file_id, "teacher": teacher.name, "endpoint": endpoint, "provider": api.provider,
-                        "api_base": sub.api_base, "api_key_env": getattr(teacher, "api_key_env", None), "keys": sub.keys,
-                        "bytes": len(data)})  # fmt: skip
-        subs[file_id] = sub
-        batch = await api.create(file_id, endpoint)
-        sub.batch_id, sub.status = batch.id, batch.status
-        journal.append({"event": "batch", "file_id": file_id, "batch_id": batch.id, "status": batch.status})
-        report.submitted_now += 1
-        report.requests_now += len(items)
-        made.append(sub)
-    return made
+def plan_files(calls: list[Call], config) -> list[list[tuple[Call, str, bytes]]]:
+    return split_files(lines_for(calls), config.batch_max_requests, config.batch_max_bytes)
+
+
+async def submit_file(items: list[tuple[Call, str, bytes]], apis: dict, journal: Journal, subs: dict[str, Submitted],
+                      report: BatchReport) -> Submitted:  # fmt: skip
+    """Upload one file and make its batch; each id is journaled the moment it exists."""
+    teacher, endpoint = items[0][0].teacher, items[0][1]
+    api = apis[teacher.name]
+    data = b"".join(line for _, _, line in items)
+    file_id = await api.upload(data, f"rdistill-{int(time.time())}-{report.submitted_now}.jsonl")
+    sub = Submitted(file_id, teacher.name, endpoint, api.provider, redact_url(api.api_base), [c.key for c, _, _ in items], len(data))
+    journal.append({"event": "file", "file_id": file_id, "teacher": teacher.name, "endpoint": endpoint, "provider": api.provider,
+                    "api_base": sub.api_base, "api_key_env": getattr(teacher, "api_key_env", None), "keys": sub.keys,
+                    "bytes": len(data)})  # fmt: skip
+    subs[file_id] = sub
+    batch = await api.create(file_id, endpoint)
+    sub.batch_id, sub.status = batch.id, batch.status
+    journal.append({"event": "batch", "file_id": file_id, "batch_id": batch.id, "status": batch.status})
+    report.submitted_now += 1
+    report.requests_now += len(items)
+    return sub
 
 
 async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[str, Call], store: Store, stats: Stats,
-                  config, journal: Journal, report: BatchReport, short: dict[str, Call]) -> list[tuple[str, TeacherError]]:  # fmt: skip
+                  config, journal: Journal, report: BatchReport,
+                  short: dict[str, Call]) -> tuple[list[tuple[str, TeacherError]], list[str]]:  # fmt: skip
     """An ended batch's output and error files -> cache entries and failures; returns the (key, error) of each
-    request that may succeed on a second try (a transient error, or a request the batch never answered)."""
+    request that may succeed on a second try (a transient error, or a request the batch never answered), and the keys
+    of a batch the provider refused because its queue was full (to submit again once a batch ends)."""
     ours, seen, transient = set(sub.keys), set(), []
     prices: dict[tuple[int, int], float | None] = {}
     ok = failed = 0
@@ -283,7 +307,8 @@ async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[st
             failed += 1
             fail(by_key.get(key), key, teacher, error, store, stats, sub, permanent=True)
     missing = [k for k in sub.keys if k not in seen]
-    if missing:
+    full = missing if batch.status == "failed" and _batch_codes(getattr(batch, "errors", None)) & QUEUE_FULL else []
+    if missing and not full:
         errors = getattr(batch, "errors", None)
         why = {"expired": "expired before answering it", "cancelled": "was cancelled before answering it",
                "failed": f"failed: {_batch_errors(errors)}"}.get(batch.status, "ended without answering it")  # fmt: skip
@@ -297,8 +322,9 @@ async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[st
                 fail(by_key.get(key), key, teacher, error, store, stats, sub)
     sub.collected, sub.ok, sub.failed, sub.cost = True, ok, failed, cost
     journal.append({"event": "collected", "file_id": sub.file_id, "batch_id": sub.batch_id, "status": batch.status, "ok": ok,
-                    "failed": failed, "transient": len(transient), "cost": round(cost, 8), "counts": sub.counts})  # fmt: skip
-    return transient
+                    "failed": failed, "transient": len(transient), "queue_full": len(full), "cost": round(cost, 8),
+                    "counts": sub.counts})  # fmt: skip
+    return transient, full
 
 
 def fail(call: Call | None, key: str, teacher, error: TeacherError, store: Store, stats: Stats, sub: Submitted,
@@ -347,6 +373,14 @@ def _request_of(body: dict):
 
     params = {k: v for k, v in body.items() if k not in ("model", "messages", "prompt", "n", "seed")}
     return Request(messages=body.get("messages") or [], n=int(body.get("n") or 1), seed=body.get("seed"), params=params)
+
+
+QUEUE_FULL = {"token_limit_exceeded"}  # OpenAI: "Enqueued token limit reached ... try again once some batches have completed"
+
+
+def _batch_codes(errors) -> set[str]:
+    data = getattr(errors, "data", None) or (errors.get("data") if isinstance(errors, dict) else None) or []
+    return {getattr(e, "code", None) or (e.get("code") if isinstance(e, dict) else None) for e in data} - {None}
 
 
 def _batch_errors(errors) -> str:

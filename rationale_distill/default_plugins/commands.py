@@ -64,9 +64,10 @@ def run_generate(args, plugins) -> int:
             rows += [("batch files (one batch each)", d.batch_files), ("est. cost at batch price", batch_cost)]
         console().print(table("Dry run: nothing was called", rows))
         return 0
-    if result.batches is not None and result.batches.open:
+    if result.batches is not None and (result.batches.open or result.batches.queued):
         console().print(batches_table(result.batches.batches, "Batches submitted: not waiting (--no-wait)"))
-        console().print(f"{result.batches.open} batches run at the provider; the same command collects them (and submits nothing twice); "
+        queued = f", {result.batches.queued} requests wait for room (--batch-max-open)" if result.batches.queued else ""
+        console().print(f"{result.batches.open} batches run at the provider{queued}; the same command collects them (and submits nothing twice); "
                         f"`rdistill batches list {config.out}` shows them, `rdistill batches cancel {config.out}` stops them")  # fmt: skip
         return 0
     console().print(summary_table(result.stats, result.out))

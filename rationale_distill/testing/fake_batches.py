@@ -88,6 +88,9 @@ class BatchEndpoints:
             return self._error(web, 400, "invalid_request_error", f"No such File object: {file_id}")
         lines = [json.loads(x) for x in self.files[file_id]["bytes"].splitlines() if x.strip()]
         with self._lock:
+            open_now = sum(b["status"] not in ("completed", "failed", "expired", "cancelled") for b in self.batches.values())
+            full = self.faults.batch_queue_limit is not None and open_now >= self.faults.batch_queue_limit
+            self.most_open = max(getattr(self, "most_open", 0), open_now + (not full))
             batch_id = f"batch_{len(self.batches) + 1}"
             now = int(time.time())
             self.batches[batch_id] = {
@@ -98,6 +101,7 @@ class BatchEndpoints:
                 "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
                 "_expire_after": self.faults.expire_first_batch_after if not self.submissions else None, "_created_wall": time.time(),
+                "_queue_full": full,
             }  # fmt: skip
             self.submissions.append((batch_id, file_id, [line.get("custom_id") for line in lines]))
         asyncio.ensure_future(self._run_batch(batch_id, lines, dict(request.headers)))
@@ -111,6 +115,10 @@ class BatchEndpoints:
     async def _run_batch(self, batch_id: str, lines: list[dict], headers: dict) -> None:
         """Answer a batch's lines through the same code as online requests; output and error files at the end."""
         batch, f = self.batches[batch_id], self.faults
+        if batch["_queue_full"]:  # refused at validation, as OpenAI does when the enqueued-token limit is reached
+            batch["errors"] = {"object": "list", "data": [{"code": "token_limit_exceeded", "line": None, "param": None,
+                               "message": "Enqueued token limit reached for fake in organization org-test. Please try again once some in_progress batches have been completed."}]}  # fmt: skip
+            return self._finish(batch, [], [], "failed")
         try:  # tests may end the wait early: release_batches()
             await asyncio.wait_for(self._released().wait(), f.batch_delay)
         except asyncio.TimeoutError:

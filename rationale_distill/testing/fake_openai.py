@@ -50,6 +50,7 @@ class Faults:
     expire_first_batch_after: int | None = None  # the first batch expires after answering this many lines
     expired_in_error_file: bool = True  # list what an expired batch never answered in its error file (OpenAI does)
     fail_first_batch: str | None = None  # the first batch fails validation with this message (nothing answered)
+    batch_queue_limit: int | None = None  # a batch created while this many are open fails: token_limit_exceeded
     batch_api_503: int = 0  # the first N requests to /v1/files and /v1/batches get a 503 (retry-after-ms: 10)
 
 
