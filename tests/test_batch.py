@@ -308,13 +308,14 @@ def test_batch_cost_uses_litellm_batch_rates_and_is_shown_against_online(cli, ma
     assert "the same tokens online" in stdout
 
 
-def test_the_batch_api_calls_are_retried_on_503_and_a_bad_key_stops_in_one_line(cli, make_server, tmp_path, monkeypatch):
-    s = make_server(faults=Faults(batch_api_503=6))
+def test_the_batch_api_calls_are_retried_on_503_and_an_unseen_file_and_a_bad_key_stops_in_one_line(cli, make_server, tmp_path, monkeypatch):
+    s = make_server(faults=Faults(batch_api_503=6, files_unseen=2))
     data = write_problems(tmp_path / "p.jsonl", n=3)
     out = tmp_path / "t.jsonl"
     code, _, err = cli(*gen_args(s, data, out, *FAST))
     assert code == 0, err
     assert s.http["POST /v1/files"] >= 4 and len(s.files) == 2 and len(s.submissions) == 1  # one upload stored, one batch
+    assert s._unseen == 2  # a just-uploaded file the batches endpoint did not see yet: the creation was retried
     assert len(records(out)) == 3
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     locked = make_server(api_key="sk-right")

@@ -33,7 +33,10 @@ class BatchAPI:
             kw["api_key"] = self._key
         return kw
 
-    async def _call(self, what: str, name: str, **kwargs):
+    async def _call(self, what: str, name: str, unseen_file: bool = False, **kwargs):
+        """``unseen_file``: a 400/404 saying the file cannot be found is retried too (a file just uploaded is not
+        visible to the batches endpoint at once on OpenAI: "Cannot find file file-..., or project ... does not have
+        access to it")."""
         from ..teachers import _retry_after, import_litellm
 
         litellm = import_litellm()
@@ -47,6 +50,8 @@ class BatchAPI:
                 if self._key and self._key != "EMPTY":
                     text = text.replace(self._key, "***")
                 transient = status in (408, 409, 429) or (status or 0) >= 500 or (status is None and _connection_like(exc))
+                lowered = text.lower()
+                transient |= unseen_file and status in (400, 404) and "file" in lowered and ("find" in lowered or "no such" in lowered)
                 if transient and attempt < self.max_retries:
                     await asyncio.sleep(retry_delay(attempt, _retry_after(exc), self.base_delay, self.cap))
                     continue
@@ -58,7 +63,8 @@ class BatchAPI:
 
     async def create(self, file_id: str, endpoint: str):
         return await self._call(f"creating the batch of {file_id}", "acreate_batch", completion_window="24h",
-                                endpoint=endpoint, input_file_id=file_id, metadata={"rdistill_file": file_id})  # fmt: skip
+                                endpoint=endpoint, input_file_id=file_id, metadata={"rdistill_file": file_id},
+                                unseen_file=True)  # fmt: skip
 
     async def retrieve(self, batch_id: str):
         return await self._call(f"polling {batch_id}", "aretrieve_batch", batch_id=batch_id)

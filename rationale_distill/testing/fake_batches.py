@@ -19,6 +19,7 @@ class BatchEndpoints:
         self.batches: dict[str, dict] = {}  # batch id -> the batch object as the API answers it (plus private fields)
         self.submissions: list[tuple[str, str, list[str]]] = []  # every batch created: (batch id, input file, custom ids)
         self._release = None
+        self._unseen = 0  # batch creations refused so far (Faults.files_unseen)
         app.router.add_post("/v1/files", self._file_create)
         app.router.add_get("/v1/files/{id}", self._file_get)
         app.router.add_get("/v1/files/{id}/content", self._file_content)
@@ -84,6 +85,9 @@ class BatchEndpoints:
             return self._error(web, 401, "invalid_api_key", "Incorrect API key provided")
         body = await request.json()
         file_id = body.get("input_file_id")
+        if self._unseen < self.faults.files_unseen:  # a new file not visible to the batches endpoint yet
+            self._unseen += 1
+            return self._error(web, 400, "invalid_request_error", f"Cannot find file {file_id}, or project proj_test does not have access to it.")
         if file_id not in self.files:
             return self._error(web, 400, "invalid_request_error", f"No such File object: {file_id}")
         lines = [json.loads(x) for x in self.files[file_id]["bytes"].splitlines() if x.strip()]

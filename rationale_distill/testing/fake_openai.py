@@ -51,6 +51,7 @@ class Faults:
     expired_in_error_file: bool = True  # list what an expired batch never answered in its error file (OpenAI does)
     fail_first_batch: str | None = None  # the first batch fails validation with this message (nothing answered)
     batch_queue_limit: int | None = None  # a batch created while this many are open fails: token_limit_exceeded
+    files_unseen: int = 0  # the first N batch creations answer 400 "Cannot find file" (a file not visible yet)
     batch_api_503: int = 0  # the first N requests to /v1/files and /v1/batches get a 503 (retry-after-ms: 10)
 
 
