@@ -188,6 +188,29 @@ def cell(accs: list[float]) -> str:
     return f"{mean:.1f} ± {sd:.1f} [{max(0.0, low):.0f}-{min(100.0, high):.0f}] (n={len(accs)})"
 
 
+def paired_table(runs: list[dict], fractions: list[float]) -> str:
+    """Multi-task minus each control on the same subset and seed, in points: mean [95% t-interval] (per-seed values).
+    Paired, so the seed-to-seed spread of the subsets cancels: tighter than comparing the two columns above."""
+    from rationale_distill.stats import mean_interval
+
+    acc = {(r["method"], r["fraction"], r["seed"]): 100 * r["accuracy"] for r in runs}
+    lines = ["Paired by seed (multi-task minus the control, points; mean [95% t-interval] (each seed)):", "",
+             "| multi-task minus | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]  # fmt: skip
+    for control in ("label-only", EQUAL_STEPS):
+        cells = []
+        for f in fractions:
+            diffs = [acc[("multi-task", f, seed)] - acc[(control, f, seed)] for (m, ff, seed) in acc
+                     if m == "multi-task" and ff == f and (control, f, seed) in acc]  # fmt: skip
+            if not diffs:
+                cells.append("-")
+                continue
+            mean, low, high = mean_interval(diffs)
+            each = "/".join(f"{d:+.0f}" for d in diffs)
+            cells.append(f"{mean:+.1f} [{low:+.0f} to {high:+.0f}] ({each})" if len(diffs) > 1 else f"{mean:+.1f} (n=1)")
+        lines.append(f"| {control} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None:
     import matplotlib
 
@@ -226,7 +249,7 @@ def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None
     fig.tight_layout()
     png = result_file(RESULTS / "data_efficiency.png", task, who)
     fig.savefig(png, dpi=110)
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + paired_table(runs, fractions)
     note = (f"The teacher ({teacher_name}; greedy, {teacher['n']} test questions): {100 * teacher['accuracy']:.1f}% (95% Wilson interval "
             f"{100 * teacher['ci95'][0]:.1f}-{100 * teacher['ci95'][1]:.1f})" if teacher else "")  # fmt: skip
     cmd = "python benchmarks/data_efficiency.py --seeds 3" + ("" if not tag(task, who) else f" --task {task} --teacher {who}")
