@@ -48,3 +48,22 @@ def test_mean_interval_is_the_student_t_interval():
     values = [0.1 * (i % 10 + 1) for i in range(20)] + [0.5, 0.5]  # df 21: not in the table, t(21) = 2.080
     mean, low, high = mean_interval(values)
     assert (high - low) / 2 == pytest.approx(2.080 * statistics.stdev(values) / math.sqrt(22), rel=0.005)
+
+
+def test_the_data_efficiency_paired_table_subtracts_the_same_seed_and_skips_unpaired_runs():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data_efficiency.py"
+    spec = importlib.util.spec_from_file_location("data_efficiency", path)
+    de = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(de)
+    runs = [{"method": m, "fraction": 0.25, "seed": s, "accuracy": a} for m, s, a in [
+        ("multi-task", 0, 0.70), ("label-only", 0, 0.40), ("multi-task", 1, 0.90), ("label-only", 1, 0.50),
+        ("multi-task", 2, 0.80),  # no label-only run for seed 2: not paired
+        (de.EQUAL_STEPS, 0, 0.70)]]  # fmt: skip
+    table = de.paired_table(runs, [0.25])
+    label_row = next(line for line in table.splitlines() if line.startswith("| label-only |"))
+    assert "+35.0" in label_row and "(+30/+40)" in label_row  # (30 + 40) / 2, seeds 0 and 1 only
+    equal_row = next(line for line in table.splitlines() if line.startswith(f"| {de.EQUAL_STEPS} |"))
+    assert "+0.0 (n=1)" in equal_row
