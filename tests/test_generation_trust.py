@@ -224,7 +224,11 @@ def test_rpm_starts_stay_spaced_when_replies_arrive_in_clumps(make_server, probl
                                   rpm=600, concurrency=4))  # fmt: skip
     arrivals = sorted(e[0] for e in s.log)
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    assert min(gaps) >= 0.08, gaps  # 600/min is one start per 0.1 s, never a burst when slots free together
+    # 600/min is one start per 0.1 s, never a burst when slots free together (a burst arrives within a millisecond or
+    # two). Arrivals carry the machine's scheduling jitter (one request late by 80 ms on a loaded CI box), so each gap
+    # is held to 40 ms and every two gaps to 160 ms, not each gap to 100 ms.
+    assert min(gaps) >= 0.04, gaps
+    assert min(a + b for a, b in zip(gaps, gaps[1:])) >= 0.16, gaps
 
 
 def test_tpm_holds_in_every_window_and_is_corrected_by_reported_usage(server, tmp_path):
