@@ -112,7 +112,7 @@ def run_pipeline(run: RunConfig, only: str | None = None, plugins=None, progress
     if "generate" in todo:
         result = timed("generate", lambda: generate(gen, plugins=plugins, progress=progress))
         summary["generate"] = result.stats.as_dict()
-        if result.batches is not None and result.batches.open:
+        if result.batches is not None and (result.batches.open or result.batches.queued):
             n = result.batches.open
             raise Pending(f"stopping after generate: {n} batch{'es' * (n != 1)} still running at the provider (batch_wait: false); "
                           "re-run the same command to collect them and go on (nothing is submitted twice)")  # fmt: skip

@@ -67,7 +67,8 @@ def run_generate(args, plugins) -> int:
     if result.batches is not None and (result.batches.open or result.batches.queued):
         console().print(batches_table(result.batches.batches, "Batches submitted: not waiting (--no-wait)"))
         queued = f", {result.batches.queued} requests wait for room (--batch-max-open)" if result.batches.queued else ""
-        console().print(f"{result.batches.open} batches run at the provider{queued}; the same command collects them (and submits nothing twice); "
+        n = result.batches.open
+        console().print(f"{n} batch{'es run' if n != 1 else ' runs'} at the provider{queued}; the same command collects them (and submits nothing twice); "
                         f"`rdistill batches list {config.out}` shows them, `rdistill batches cancel {config.out}` stops them")  # fmt: skip
         return 0
     console().print(summary_table(result.stats, result.out))
