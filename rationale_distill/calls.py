@@ -183,13 +183,7 @@ async def run_calls(calls: list[Call], store: Store, config, stats: Stats, progr
                 cap = 0.5 if error.kind == "connection" and not stats.made else config.max_retry_after
                 await asyncio.sleep(retry_delay(attempt, error.retry_after, config.retry_base_delay, cap))
                 continue
-            entry = {"ok": False, "key": key, "teacher": teacher.name, "error": str(error), "kind": error.kind,
-                     "status": error.status, "permanent": not error.retryable, "time": time.time()}  # fmt: skip
-            store.put(entry)
-            stats.failed += 1
-            stats.errors[str(error)] += 1
-            stats.failures[error.kind] += 1
-            return entry
+            return record_failure(key, teacher, error, store, stats, permanent=not error.retryable)
 
     async def one(call: Call) -> None:
         teacher, request = call.teacher, call.request
@@ -258,6 +252,19 @@ def singles(teacher: Teacher, request: Request) -> list[tuple[Request, str]]:
     teacher without native ``n`` is sent, so both share the cache)."""
     subs = [replace(request, n=1, seed=None if request.seed is None else request.seed + k) for k in range(request.n)]
     return [(r, call_key(teacher, r)) for r in subs]
+
+
+def record_failure(key: str, teacher: Teacher, error: TeacherError, store: Store, stats: Stats, permanent: bool,
+                   **extra) -> dict:  # fmt: skip
+    """Journal a request that failed for good in this run, and count it: a permanent one (a 4xx) is kept and not resent
+    until --retry-failed; another is resent by the next run. ``extra``: fields of the entry (a batch id)."""
+    entry = {"ok": False, "key": key, "teacher": teacher.name, "error": str(error), "kind": error.kind,
+             "status": error.status, "permanent": permanent, **extra, "time": time.time()}  # fmt: skip
+    store.put(entry)
+    stats.failed += 1
+    stats.errors[str(error)] += 1
+    stats.failures[error.kind] += 1
+    return entry
 
 
 def merged_entry(call: Call, entries: list[dict]) -> dict:

@@ -413,10 +413,9 @@ def estimate(spec: PromptSpec, config: GenerateConfig, calls: list[Call]) -> Dry
             cost += price
     dry = DryRun(len(calls), len(calls) - len(todo), len(todo), prompt_tokens, completion_tokens, None if unknown else cost)
     if config.batch:
-        from .batch import batch_cost, lines_for, split_files
+        from .batch import batch_cost, plan_files
 
-        unique = list({c.key: c for c in todo}.values())
-        dry.batch_files = len(split_files(lines_for(unique), config.batch_max_requests, config.batch_max_bytes))
+        dry.batch_files = len(plan_files(list({c.key: c for c in todo}.values()), config))
         seen: dict[tuple, float | None] = {}  # the same token counts cost the same: one lookup each
         for c in todo:
             p, n = tokens[(c.teacher.name, c.row_index)], per_sample * c.request.n

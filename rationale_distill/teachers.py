@@ -329,12 +329,7 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
     without secrets (redacted first, then cut)."""
     import litellm
 
-    status = getattr(exc, "status_code", None)
-    status = int(status) if isinstance(status, (int, str)) and str(status).isdigit() else None
-    text = " ".join(str(exc).split())
-    if key and key != "EMPTY":
-        text = text.replace(key, "***")
-    text = text[:300]
+    status, text = status_and_text(exc, key)
     where = redact_url(teacher.api_base) or teacher.provider
 
     def err(message, kind, retryable=False, retry_after=None):
@@ -359,6 +354,17 @@ def map_error(exc: Exception, teacher: LiteLLMTeacher, key: str | None = None) -
                                         (litellm.ContextWindowExceededError, "context_window"),
                                         (litellm.BadRequestError, "bad_request")) if isinstance(exc, cls)), None)  # fmt: skip
     return error_from_status(status, text, teacher, _retry_after(exc), hint)
+
+
+def status_and_text(exc: Exception, key: str | None = None) -> tuple[int | None, str]:
+    """A provider error's HTTP status (None if it has none) and its message on one line, the key redacted, cut to 300
+    characters (redacted first, so a key cut in two cannot survive)."""
+    status = getattr(exc, "status_code", None)
+    status = int(status) if isinstance(status, (int, str)) and str(status).isdigit() else None
+    text = " ".join(str(exc).split())
+    if key and key != "EMPTY":
+        text = text.replace(key, "***")
+    return status, text[:300]
 
 
 def error_from_status(status: int | None, text: str, teacher, retry_after: float | None = None,

@@ -341,9 +341,14 @@ def test_refusals_before_anything_is_sent(cli, make_server, tmp_path):
 def test_the_api_key_is_never_written(cli, make_server, tmp_path, monkeypatch):
     key = "sk-test-SECRET-1234567890"
     monkeypatch.setenv("OPENAI_API_KEY", key)
-    s = make_server(api_key=key)
+    s = make_server(api_key=key, faults=Faults(batch_delay=60))
     data = write_problems(tmp_path / "p.jsonl", n=3)
     out = tmp_path / "t.jsonl"
+    code, _, err = cli(*gen_args(s, data, out, *FAST, "--cache-dir", tmp_path / "cache", "--no-wait"))
+    assert code == 0, err
+    code, stdout, err = cli("batches", "list", out)  # asks the provider with the key of the journaled variable
+    assert code == 0 and "validating" in stdout, err
+    s.release_batches()
     code, _, err = cli(*gen_args(s, data, out, *FAST, "--cache-dir", tmp_path / "cache"))
     assert code == 0, err
     for path in tmp_path.rglob("*"):

@@ -18,7 +18,7 @@ Read ``run_batches`` top to bottom:
 from .api import BatchAPI, batch_cost
 from .journal import TERMINAL, Journal, Submitted, journal_path
 from .manage import cancel_batches, list_batches
-from .run import BatchReport, lines_for, run_batches, split_files
+from .run import BatchReport, lines_for, plan_files, run_batches, split_files
 
 __all__ = ["TERMINAL", "BatchAPI", "BatchReport", "Journal", "Submitted", "batch_cost", "cancel_batches", "journal_path",
-           "lines_for", "list_batches", "run_batches", "split_files"]  # fmt: skip
+           "lines_for", "list_batches", "plan_files", "run_batches", "split_files"]  # fmt: skip

@@ -37,18 +37,14 @@ class BatchAPI:
         """``unseen_file``: a 400/404 saying the file cannot be found is retried too (a file just uploaded is not
         visible to the batches endpoint at once on OpenAI: "Cannot find file file-..., or project ... does not have
         access to it")."""
-        from ..teachers import _retry_after, import_litellm
+        from ..teachers import _retry_after, import_litellm, status_and_text
 
         litellm = import_litellm()
         for attempt in range(self.max_retries + 1):
             try:
                 return await getattr(litellm, name)(**self._kwargs(), **kwargs)
             except Exception as exc:  # noqa: BLE001 - every provider error is named, retried or raised as one line
-                status = getattr(exc, "status_code", None)
-                status = int(status) if isinstance(status, (int, str)) and str(status).isdigit() else None
-                text = " ".join(str(exc).split())
-                if self._key and self._key != "EMPTY":
-                    text = text.replace(self._key, "***")
+                status, text = status_and_text(exc, self._key)
                 transient = status in (408, 409, 429) or (status or 0) >= 500 or (status is None and _connection_like(exc))
                 lowered = text.lower()
                 transient |= unseen_file and status in (400, 404) and "file" in lowered and ("find" in lowered or "no such" in lowered)
@@ -56,7 +52,7 @@ class BatchAPI:
                     await asyncio.sleep(retry_delay(attempt, _retry_after(exc), self.base_delay, self.cap))
                     continue
                 where = redact_url(self.api_base) or self.provider
-                raise GenerationError(f"batch mode: {what} at {where} failed (HTTP {status or '?'}): {text[:300]}") from None
+                raise GenerationError(f"batch mode: {what} at {where} failed (HTTP {status or '?'}): {text}") from None
 
     async def upload(self, data: bytes, filename: str) -> str:
         return (await self._call("uploading a request file", "acreate_file", file=(filename, data), purpose="batch")).id

@@ -33,6 +33,7 @@ class Submitted:
     api_base: str | None
     keys: list[str]
     bytes: int = 0
+    api_key_env: str | None = None  # the variable holding the key (never the key)
     batch_id: str | None = None
     status: str = "uploaded"  # the provider's status when last seen
     counts: dict = field(default_factory=dict)  # total / completed / failed, as the provider reported them
@@ -40,6 +41,12 @@ class Submitted:
     ok: int = 0
     failed: int = 0
     cost: float = 0.0
+
+    def seen(self, batch) -> None:
+        """Take the provider's status and request counts from a batch object it answered."""
+        counts = getattr(batch, "request_counts", None)
+        self.status = batch.status
+        self.counts = {k: getattr(counts, k, 0) or 0 for k in ("total", "completed", "failed")} if counts else {}
 
 
 class Journal:
@@ -72,7 +79,7 @@ class Journal:
                 kind, sub = e.get("event"), subs.get(e.get("file_id"))
                 if kind == "file":
                     subs[e["file_id"]] = Submitted(e["file_id"], e["teacher"], e["endpoint"], e["provider"], e.get("api_base"),
-                                                   list(e["keys"]), e.get("bytes", 0))  # fmt: skip
+                                                   list(e["keys"]), e.get("bytes", 0), e.get("api_key_env"))  # fmt: skip
                 elif sub is None:
                     continue
                 elif kind == "batch":

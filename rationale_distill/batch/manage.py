@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
@@ -12,41 +11,23 @@ from .api import BatchAPI
 from .journal import TERMINAL, Journal, Submitted, journal_path
 
 
-def _api_for(sub: Submitted, api_base: str | None, api_key_env: str | None) -> BatchAPI:
-    key = os.environ.get(api_key_env) if api_key_env else None
+def _api_for(sub: Submitted, api_base: str | None) -> BatchAPI:
+    key = os.environ.get(sub.api_key_env) if sub.api_key_env else None
     base = api_base or sub.api_base
     if key is None and base:
         key = "EMPTY"  # an OpenAI-compatible server that takes no key; the client needs one
     return BatchAPI(sub.provider, base, key, max_retries=2)
 
 
-def _key_env(path: Path) -> dict[str, str | None]:
-    envs = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(e, dict) and e.get("event") == "file":
-                envs[e["file_id"]] = e.get("api_key_env")
-    return envs
-
-
 def list_batches(out: str | os.PathLike, api_base: str | None = None, refresh: bool = True) -> list[Submitted]:
     """Every batch journaled for ``out`` (the records file, or a journal), with its status asked of the provider
     when ``refresh`` (and the batch is not collected yet)."""
-    path = _journal_of(out)
-    subs = Journal(path).load()
-    envs = _key_env(path)
+    subs = Journal(_journal_of(out)).load()
 
     async def ask():
         for sub in subs.values():
             if refresh and sub.batch_id and not sub.collected:
-                batch = await _api_for(sub, api_base, envs.get(sub.file_id)).retrieve(sub.batch_id)
-                counts = getattr(batch, "request_counts", None)
-                sub.status = batch.status
-                sub.counts = {k: getattr(counts, k, 0) or 0 for k in ("total", "completed", "failed")} if counts else {}
+                sub.seen(await _api_for(sub, api_base).retrieve(sub.batch_id))
 
     asyncio.run(ask())
     return list(subs.values())
@@ -54,8 +35,7 @@ def list_batches(out: str | os.PathLike, api_base: str | None = None, refresh: b
 
 def cancel_batches(out: str | os.PathLike, api_base: str | None = None) -> list[Submitted]:
     """Cancel every journaled batch still running; returns those cancelled. Collected and ended ones are left."""
-    path = _journal_of(out)
-    journal, envs = Journal(path), _key_env(path)
+    journal = Journal(_journal_of(out))
     subs = journal.load()
     cancelled = []
 
@@ -63,7 +43,7 @@ def cancel_batches(out: str | os.PathLike, api_base: str | None = None) -> list[
         for sub in subs.values():
             if not sub.batch_id or sub.collected or sub.status in TERMINAL:
                 continue
-            api = _api_for(sub, api_base, envs.get(sub.file_id))
+            api = _api_for(sub, api_base)
             batch = await api.retrieve(sub.batch_id)
             if batch.status in TERMINAL or batch.status == "cancelling":
                 sub.status = batch.status

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..calls import Call, Stats, journal_entry, merged_entry, singles, split_entry
+from ..calls import Call, Stats, journal_entry, merged_entry, record_failure, singles, split_entry
 from ..errors import Interrupted, TeacherError, UsageError
 from ..store import Store
 from ..teachers import error_from_status, redact_url
@@ -138,9 +138,7 @@ async def run_batches(calls: list[Call], store: Store, config, stats: Stats, pro
             retry: list[Call] = []
             for sub in list(live):
                 batch = await apis[sub.teacher].retrieve(sub.batch_id)
-                sub.status = batch.status
-                counts = getattr(batch, "request_counts", None)
-                sub.counts = {k: getattr(counts, k, 0) or 0 for k in ("total", "completed", "failed")} if counts else {}
+                sub.seen(batch)
                 bar.update(sub)
                 if batch.status not in TERMINAL:
                     continue
@@ -224,10 +222,10 @@ async def submit_file(items: list[tuple[Call, str, bytes]], apis: dict, journal:
     api = apis[teacher.name]
     data = b"".join(line for _, _, line in items)
     file_id = await api.upload(data, f"rdistill-{int(time.time())}-{report.submitted_now}.jsonl")
-    sub = Submitted(file_id, teacher.name, endpoint, api.provider, redact_url(api.api_base), [c.key for c, _, _ in items], len(data))
+    sub = Submitted(file_id, teacher.name, endpoint, api.provider, redact_url(api.api_base), [c.key for c, _, _ in items], len(data),
+                    api_key_env=getattr(teacher, "api_key_env", None))  # fmt: skip
     journal.append({"event": "file", "file_id": file_id, "teacher": teacher.name, "endpoint": endpoint, "provider": api.provider,
-                    "api_base": sub.api_base, "api_key_env": getattr(teacher, "api_key_env", None), "keys": sub.keys,
-                    "bytes": len(data)})  # fmt: skip
+                    "api_base": sub.api_base, "api_key_env": sub.api_key_env, "keys": sub.keys, "bytes": len(data)})  # fmt: skip
     subs[file_id] = sub
     batch = await api.create(file_id, endpoint)
     sub.batch_id, sub.status = batch.id, batch.status
@@ -329,14 +327,8 @@ async def collect(sub: Submitted, batch, api: BatchAPI, teacher, by_key: dict[st
 
 def fail(call: Call | None, key: str, teacher, error: TeacherError, store: Store, stats: Stats, sub: Submitted,
          permanent: bool = False) -> None:  # fmt: skip
-    """Journal a request's failure as online mode does: a permanent one is kept (not resent until --retry-failed),
-    another is resent by the next run."""
-    entry = {"ok": False, "key": key, "teacher": teacher.name, "error": str(error), "kind": error.kind, "status": error.status,
-             "permanent": permanent, "batch_id": sub.batch_id, "time": time.time()}  # fmt: skip
-    store.put(entry)
-    stats.failed += 1
-    stats.errors[str(error)] += 1
-    stats.failures[error.kind] += 1
+    """Journal and count a request's failure as online mode does (``calls.record_failure``), with its batch id."""
+    entry = record_failure(key, teacher, error, store, stats, permanent, batch_id=sub.batch_id)
     if call is not None:
         call.entry = entry
 
@@ -378,12 +370,19 @@ def _request_of(body: dict):
 QUEUE_FULL = {"token_limit_exceeded"}  # OpenAI: "Enqueued token limit reached ... try again once some batches have completed"
 
 
+def _error_items(errors) -> list:
+    """The entries of a batch's ``errors`` (LiteLLM objects, or the dicts of a raw answer)."""
+    return getattr(errors, "data", None) or (errors.get("data") if isinstance(errors, dict) else None) or []
+
+
+def _field(item, name: str):
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
 def _batch_codes(errors) -> set[str]:
-    data = getattr(errors, "data", None) or (errors.get("data") if isinstance(errors, dict) else None) or []
-    return {getattr(e, "code", None) or (e.get("code") if isinstance(e, dict) else None) for e in data} - {None}
+    return {_field(e, "code") for e in _error_items(errors)} - {None}
 
 
 def _batch_errors(errors) -> str:
-    data = getattr(errors, "data", None) or (errors.get("data") if isinstance(errors, dict) else None) or []
-    texts = [getattr(e, "message", None) or (e.get("message") if isinstance(e, dict) else str(e)) for e in data]
+    texts = [_field(e, "message") or (str(e) if not isinstance(e, dict) else None) for e in _error_items(errors)]
     return "; ".join(t for t in texts if t)[:300] or "the provider gave no reason"

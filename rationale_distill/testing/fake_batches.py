@@ -11,6 +11,9 @@ import json
 import time
 
 
+TERMINAL = ("completed", "failed", "expired", "cancelled")  # a batch in these states never changes again
+
+
 class BatchEndpoints:
     """Mixed into FakeOpenAI: needs its ``faults``, ``requests``, ``_rng``, ``_lock``, ``_loop``, ``_answer`` and ``_error``."""
 
@@ -54,35 +57,34 @@ class BatchEndpoints:
     async def _file_create(self, request):
         from aiohttp import web
 
-        if not self._authorized(request):
-            return self._error(web, 401, "invalid_api_key", "Incorrect API key provided")
         form = await request.post()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             return self._error(web, 400, "invalid_request_error", "a file is required")
         return web.json_response(self._new_file(upload.file.read(), upload.filename or "upload.jsonl", str(form.get("purpose") or "")))
 
+    def _unknown(self, request, table: dict, message: str):
+        """The 404 OpenAI answers for an id it does not know (``message`` names the id), or None when it is known."""
+        from aiohttp import web
+
+        known = request.match_info["id"] in table
+        return None if known else self._error(web, 404, "not_found", message.format(request.match_info["id"]))
+
     async def _file_get(self, request):
         from aiohttp import web
 
-        file_id = request.match_info["id"]
-        if file_id not in self.files:
-            return self._error(web, 404, "not_found", f"No such File object: {file_id}")
-        return web.json_response(self._file_object(file_id))
+        missing = self._unknown(request, self.files, "No such File object: {}")
+        return missing or web.json_response(self._file_object(request.match_info["id"]))
 
     async def _file_content(self, request):
         from aiohttp import web
 
-        file_id = request.match_info["id"]
-        if file_id not in self.files:
-            return self._error(web, 404, "not_found", f"No such File object: {file_id}")
-        return web.Response(body=self.files[file_id]["bytes"], content_type="application/octet-stream")
+        missing = self._unknown(request, self.files, "No such File object: {}")
+        return missing or web.Response(body=self.files[request.match_info["id"]]["bytes"], content_type="application/octet-stream")
 
     async def _batch_create(self, request):
         from aiohttp import web
 
-        if not self._authorized(request):
-            return self._error(web, 401, "invalid_api_key", "Incorrect API key provided")
         body = await request.json()
         file_id = body.get("input_file_id")
         if self._unseen < self.faults.files_unseen:  # a new file not visible to the batches endpoint yet
@@ -92,7 +94,7 @@ class BatchEndpoints:
             return self._error(web, 400, "invalid_request_error", f"No such File object: {file_id}")
         lines = [json.loads(x) for x in self.files[file_id]["bytes"].splitlines() if x.strip()]
         with self._lock:
-            open_now = sum(b["status"] not in ("completed", "failed", "expired", "cancelled") for b in self.batches.values())
+            open_now = sum(b["status"] not in TERMINAL for b in self.batches.values())
             full = self.faults.batch_queue_limit is not None and open_now >= self.faults.batch_queue_limit
             self.most_open = max(getattr(self, "most_open", 0), open_now + (not full))
             batch_id = f"batch_{len(self.batches) + 1}"
@@ -172,19 +174,20 @@ class BatchEndpoints:
     def _finish(self, batch: dict, out: list[dict], errors: list[dict], status: str) -> None:
         batch["status"] = "finalizing"
         if out:
-            batch["output_file_id"] = self._new_file("".join(json.dumps(x) + "\n" for x in out).encode(), "batch_output.jsonl", "batch_output")["id"]
+            batch["output_file_id"] = self._jsonl_file(out, "batch_output.jsonl")
         if errors:
-            batch["error_file_id"] = self._new_file("".join(json.dumps(x) + "\n" for x in errors).encode(), "batch_errors.jsonl", "batch_output")["id"]
+            batch["error_file_id"] = self._jsonl_file(errors, "batch_errors.jsonl")
         now = int(time.time())
         batch.update(status=status, **{f"{status}_at": now, "finalizing_at": now})
+
+    def _jsonl_file(self, rows: list[dict], name: str) -> str:
+        return self._new_file("".join(json.dumps(x) + "\n" for x in rows).encode(), name, "batch_output")["id"]
 
     async def _batch_get(self, request):
         from aiohttp import web
 
-        batch_id = request.match_info["id"]
-        if batch_id not in self.batches:
-            return self._error(web, 404, "not_found", f"No batch found with id '{batch_id}'")
-        return web.json_response(self._batch_object(batch_id))
+        missing = self._unknown(request, self.batches, "No batch found with id '{}'")
+        return missing or web.json_response(self._batch_object(request.match_info["id"]))
 
     async def _batch_list(self, request):
         from aiohttp import web
@@ -201,11 +204,12 @@ class BatchEndpoints:
     async def _batch_cancel(self, request):
         from aiohttp import web
 
+        missing = self._unknown(request, self.batches, "No batch found with id '{}'")
+        if missing:
+            return missing
         batch_id = request.match_info["id"]
-        if batch_id not in self.batches:
-            return self._error(web, 404, "not_found", f"No batch found with id '{batch_id}'")
         batch = self.batches[batch_id]
-        if batch["status"] in ("completed", "failed", "expired", "cancelled"):
+        if batch["status"] in TERMINAL:
             return self._error(web, 400, "invalid_request_error", f"Cannot cancel a batch with status '{batch['status']}'")
         batch.update(status="cancelling", cancelling_at=int(time.time()))
         return web.json_response(self._batch_object(batch_id))

@@ -137,9 +137,12 @@ class FakeOpenAI(BatchEndpoints):
         @web.middleware
         async def count(request, handler):
             self.http[f"{request.method} {re.sub(r'/(file-|batch_)[^/]+', '/{id}', request.path)}"] += 1
-            if request.path.startswith(("/v1/files", "/v1/batches")) and self._unavailable < self.faults.batch_api_503:
-                self._unavailable += 1
-                return self._error(web, 503, "server_error", "The server is overloaded", {"retry-after-ms": "10"})
+            if request.path.startswith(("/v1/files", "/v1/batches")):  # every call of the batch API: key, then overload
+                if not self._authorized(request):
+                    return self._error(web, 401, "invalid_api_key", "Incorrect API key provided")
+                if self._unavailable < self.faults.batch_api_503:
+                    self._unavailable += 1
+                    return self._error(web, 503, "server_error", "The server is overloaded", {"retry-after-ms": "10"})
             return await handler(request)
 
         app = web.Application(middlewares=[count])
@@ -201,7 +204,7 @@ class FakeOpenAI(BatchEndpoints):
         from aiohttp import web
 
         f = self.faults
-        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if not self._authorized(request):
             return self._error(web, 401, "invalid_api_key", "Incorrect API key provided")
         model = body.get("model", "")
         if self.models is not None and model not in self.models:
