@@ -2,14 +2,21 @@
 
     python benchmarks/bench_training.py                 # CPU: a small Llama-shaped model, random init (~2 minutes)
     python benchmarks/bench_training.py --device cuda --size 0.5b   # GPU: a ~0.5B Qwen2-shaped model in bf16, + MFU
+    python benchmarks/bench_training.py --size 270m --steps 3 --rounds 2   # the embedded student's shape (vocabulary 262k)
+    python benchmarks/bench_training.py --student gemma-3-270m --lora --methods one-pass,one-pass-full-logits --steps 4 --rounds 3
+                                                    # the embedded pretrained student with LoRA, as the benchmarks train it
 
-one-pass   ours: label and rationale rows share one forward pass; L = L_label + lambda * L_rationale
+one-pass   ours, as the trainer runs it: label and rationale rows share one forward pass, L = L_label + lambda *
+           L_rationale, and the LM head runs at completion positions only (a boolean logits_to_keep)
+one-pass-full-logits   the same step with the LM head at every position (the trainer before the head mask; what a
+           model whose forward takes no logits mask gets)
 two-pass   google-research/distilling-step-by-step, re-implemented: one forward pass per task, then the sum; each
            task's rows are collated (padded) on their own, as that recipe's per-task batches are
 plain-sft  what TRL's SFTTrainer optimises on the same tokens: the model's own mean loss over completion tokens
 Each method runs in its own process (so peak memory is its own), with the same seed, rows and AdamW; the three run
 in turn for --rounds rounds, and the table gives the median step time over rounds with its range.
-Targets: one-pass step time <= 0.6x two-pass; one-pass throughput >= 0.95x plain SFT.
+Targets: one-pass step time <= 0.6x two-pass; one-pass throughput >= 0.95x plain SFT; one-pass step time <= 0.8x
+one-pass-full-logits.
 """
 
 from __future__ import annotations
@@ -28,7 +35,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {  # hidden, layers, heads, kv heads, intermediate, vocab
     "small": (256, 4, 4, 4, 704, 32000),
     "0.5b": (896, 24, 14, 2, 4864, 151936),  # Qwen2.5-0.5B's shape
+    "270m": (640, 18, 4, 1, 2048, 262144),  # Gemma 3 270M's widths and vocabulary (the embedded student), Qwen2-shaped
 }
+
+
+METHODS = ("one-pass", "one-pass-full-logits", "two-pass", "plain-sft")
+TARGETS = (  # (the other method, what is compared, target, in words): one-pass against each
+    ("one-pass-full-logits", "step_s", 0.8, "step time"),
+    ("two-pass", "step_s", 0.6, "step time"),
+    ("plain-sft", "tokens_per_s", 0.95, "throughput"),
+)
 
 
 def batches(n_batches: int, batch: int, vocab: int, seed: int = 0, per_task: bool = False):
@@ -53,26 +69,47 @@ def batches(n_batches: int, batch: int, vocab: int, seed: int = 0, per_task: boo
     return out
 
 
-def run_method(method: str, size: str, device: str, steps: int, batch: int) -> dict:
+def make_model(size: str, device: str, student: str | None, lora: bool):
+    """A Qwen2-shaped model of SIZES[size] from a random init, or a real ``student`` (a name the trainer takes); with
+    ``lora`` the trainer's default adapter (r 16, all linear layers) on it."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from rationale_distill.training.sft import multitask_loss, task_token_counts
-
-    torch.manual_seed(0)
-    hidden, layers, heads, kv, inter, vocab = SIZES[size]
-    config = Qwen2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                         intermediate_size=inter, vocab_size=vocab, max_position_embeddings=512, tie_word_embeddings=True)  # fmt: skip
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = Qwen2ForCausalLM(config).to(device=device, dtype=dtype)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    torch.manual_seed(0)
+    if student:
+        from rationale_distill.student import load_model
+
+        model = load_model(student, device=device, dtype=dtype)[0]
+    else:
+        hidden, layers, heads, kv, inter, vocab = SIZES[size]
+        config = Qwen2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                             intermediate_size=inter, vocab_size=vocab, max_position_embeddings=512, tie_word_embeddings=True)  # fmt: skip
+        model = Qwen2ForCausalLM(config).to(device=device, dtype=dtype)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.train()
+    return model
+
+
+def run_method(method: str, size: str, device: str, steps: int, batch: int, student: str | None = None, lora: bool = False) -> dict:
+    import torch
+
+    from rationale_distill.training.sft import completion_positions, multitask_loss, task_token_counts
+
+    model = make_model(size, device, student, lora)
+    vocab = model.config.vocab_size
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     per_task = method == "two-pass"
     raw = batches(steps + 2, batch, vocab, per_task=per_task)
     data = [[{k: v.to(device) for k, v in part.items()} for part in b] if per_task else {k: v.to(device) for k, v in b.items()} for b in raw]
 
     def step(b):
-        if method == "one-pass":
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        if method.startswith("one-pass"):
+            keep = {} if method == "one-pass-full-logits" else {"logits_to_keep": completion_positions(b["labels"])}
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **keep).logits
             loss, _ = multitask_loss(logits, b["labels"], b["task_ids"], (1.0, 1.0), task_token_counts(b["labels"], b["task_ids"]))
         elif method == "two-pass":
             loss = 0
@@ -100,13 +137,14 @@ def run_method(method: str, size: str, device: str, steps: int, batch: int) -> d
     elapsed = time.perf_counter() - started
     tokens = sum(int(part["attention_mask"].sum()) for b in data[2:] for part in (b if per_task else [b]))  # real tokens, padding not counted
     params = sum(p.numel() for p in model.parameters())
-    result = {"method": method, "step_s": elapsed / steps, "tokens_per_s": tokens / elapsed, "params": params}
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result = {"method": method, "step_s": elapsed / steps, "tokens_per_s": tokens / elapsed, "params": params, "trained_params": trained}
     if device == "cuda":
         result["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
         peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
         name = torch.cuda.get_device_name()
         flops = next((v for k, v in peak.items() if k in name), None)
-        if flops:
+        if flops and not lora:  # 6 N per token counts every weight's gradient: not LoRA's
             result["mfu"] = 6 * params * result["tokens_per_s"] / flops  # 6 N flops per token (forward + backward)
     else:
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -128,18 +166,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="each method runs once per round, in turn")
+    parser.add_argument("--student", help="a real model instead of a random init (e.g. gemma-3-270m, the embedded student)")
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (r 16, all linear layers), as the trainer's --lora does")
+    parser.add_argument("--methods", default="one-pass,one-pass-full-logits,two-pass,plain-sft", help="comma-separated, of those above")
     parser.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method in this process
     args = parser.parse_args()
     steps = args.steps or (20 if args.device == "cuda" else 10)
     if args.method:
-        print(json.dumps(run_method(args.method, args.size, args.device, steps, args.batch)))
+        print(json.dumps(run_method(args.method, args.size, args.device, steps, args.batch, args.student, args.lora)))
         return
-    methods = ("one-pass", "two-pass", "plain-sft")
+    methods = [m.strip() for m in args.methods.split(",")]
+    unknown = set(methods) - set(METHODS)
+    if unknown or "one-pass" not in methods:
+        parser.error(f"--methods: one-pass and any of {list(METHODS)} (unknown: {sorted(unknown)})")
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for r in range(args.rounds):  # the methods in turn, so a slow spell of the machine hits all of them
         for method in methods:
             cmd = [sys.executable, __file__, "--method", method, "--device", args.device, "--size", args.size, "--steps", str(steps),
-                   "--batch", str(args.batch)]  # fmt: skip
+                   "--batch", str(args.batch), *(["--student", args.student] if args.student else []), *(["--lora"] if args.lora else [])]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {v[-1]['step_s']:.3f} s/step" for m, v in runs.items()), file=sys.stderr)
@@ -152,27 +196,37 @@ def main() -> None:
                            "rounds": xs}  # fmt: skip
         if "mfu" in xs[0]:
             results[method]["mfu"] = statistics.median(x["mfu"] for x in xs)
-    one, two, plain = results["one-pass"], results["two-pass"], results["plain-sft"]
+    one = results["one-pass"]
     lines = [f"| method | step (s), median [min-max] of {args.rounds} rounds | tokens/s | peak memory (GB) |" + (" MFU |" if "mfu" in one else ""),
              "|---|---|---|---|" + ("---|" if "mfu" in one else "")]  # fmt: skip
-    for r in (one, two, plain):
+    for r in results.values():
         lines.append(f"| {r['method']} | {r['step_s']:.3f} [{r['step_s_min']:.3f}-{r['step_s_max']:.3f}] | {r['tokens_per_s']:,.0f} | {r[mem]:.2f} |"
                      + (f" {100 * r['mfu']:.1f}% |" if "mfu" in r else ""))  # fmt: skip
+    lines.append("")
     # the ratio in each round (the methods of one round ran back to back), then its median and range
-    per_round_two = [a["step_s"] / b["step_s"] for a, b in zip(runs["one-pass"], runs["two-pass"])]
-    per_round_plain = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(runs["one-pass"], runs["plain-sft"])]
-    ratio_two, ratio_plain = statistics.median(per_round_two), statistics.median(per_round_plain)
-    results["ratios"] = {"one_over_two_step": per_round_two, "one_over_plain_throughput": per_round_plain}
-    lines += ["", f"one-pass step time / two-pass: {ratio_two:.2f}x [{min(per_round_two):.2f}-{max(per_round_two):.2f}] (target <= 0.6x: {'PASS' if ratio_two <= 0.6 else 'MISS'})",
-              f"one-pass throughput / plain SFT: {ratio_plain:.2f}x [{min(per_round_plain):.2f}-{max(per_round_plain):.2f}] (target >= 0.95x: {'PASS' if ratio_plain >= 0.95 else 'MISS'})",
-              f"model: {args.size} ({one['params'] / 1e6:.1f}M parameters, random init), device {args.device} ({machine(args.device)}), batch {args.batch}, "
-              f"{steps} timed steps per run after 2 warm-up steps; ratios: median of the per-round ratios [min-max]"]  # fmt: skip
+    results["ratios"] = {}
+    for other, key, target, what in TARGETS:
+        if other not in runs:
+            continue
+        per_round = [a[key] / b[key] for a, b in zip(runs["one-pass"], runs[other])]
+        higher_is_better = key == "tokens_per_s"
+        verdict = statistics.median(per_round) >= target if higher_is_better else statistics.median(per_round) <= target
+        results["ratios"][f"one_pass_over_{other}_{key}"] = per_round
+        sign = ">=" if higher_is_better else "<="
+        lines.append(f"one-pass {what} / {other}: {statistics.median(per_round):.2f}x [{min(per_round):.2f}-{max(per_round):.2f}] "
+                     f"(target {sign} {target}x: {'PASS' if verdict else 'MISS'})")  # fmt: skip
+    model = f"{args.student} (pretrained)" if args.student else f"{args.size} (random init)"
+    trained = f"{one['params'] / 1e6:.1f}M parameters" + (f" ({one['trained_params'] / 1e6:.2f}M trained: LoRA r 16, all linear layers)" if args.lora else "")
+    lines.append(f"model: {model}, {trained}, device {args.device} ({machine(args.device)}), batch {args.batch}, "
+                 f"{steps} timed steps per run after 2 warm-up steps; ratios: median of the per-round ratios [min-max]")  # fmt: skip
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    name = f"training-{args.device}-{args.size}"
+    name = f"training-{args.device}-{args.student or args.size}" + ("-lora" if args.lora else "")
+    cmd = " ".join(sys.argv[1:]) or f"--device {args.device} --size {args.size}"
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(f"# Training step cost ({args.device}, {args.size})\n\n`python benchmarks/bench_training.py --device {args.device} --size {args.size}`\n\n{text}\n")
+    (RESULTS / f"{name}.md").write_text(f"# Training step cost ({args.device}, {args.student or args.size}{', LoRA' if args.lora else ''})\n\n"
+                                        f"`python benchmarks/bench_training.py {cmd}`\n\n{text}\n")  # fmt: skip
 
 
 if __name__ == "__main__":

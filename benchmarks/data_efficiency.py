@@ -197,6 +197,8 @@ def paired_table(runs: list[dict], fractions: list[float]) -> str:
     lines = ["Paired by seed (multi-task minus the control, points; mean [95% t-interval] (each seed)):", "",
              "| multi-task minus | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]  # fmt: skip
     for control in ("label-only", EQUAL_STEPS):
+        if not any(r["method"] == control for r in runs):
+            continue
         cells = []
         for f in fractions:
             diffs = [acc[("multi-task", f, seed)] - acc[(control, f, seed)] for (m, ff, seed) in acc
@@ -261,24 +263,63 @@ def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None
     print(note)
 
 
-def lambda_table(path: Path = LAMBDA_RUNS, main_path: Path = RUNS) -> None:
-    """multi-task accuracy by lambda and fraction (lambda = 1 and label-only from the main runs, same seeds)."""
-    runs, main_runs = read_runs(path), read_runs(main_path)
-    fractions = sorted({r["fraction"] for r in runs})
-    seeds = sorted({r["seed"] for r in runs})
-    rows = [("label-only", [r for r in main_runs if r["method"] == "label-only"])]
-    for lam in sorted({r["lambda"] for r in runs} | {1.0}):
-        pool = runs if lam != 1.0 else [r for r in main_runs if r["method"] == "multi-task"]
-        rows.append((f"multi-task, lambda = {lam:g}", [r for r in pool if r.get("lambda", 1.0) == lam]))
-    lines = ["| student | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
-    for name, pool in rows:
+SCHEDULES = ("linear-decay", "cosine-decay")  # a sweep with --schedule S writes its own file: ..._lambda[-task-teacher]-S.jsonl
+
+
+def sweep_files(task: str, who: str) -> list[tuple[str, Path]]:
+    """(schedule, file) of every lambda sweep of a task and teacher that has runs."""
+    base = result_file(LAMBDA_RUNS, task, who)
+    files = [("constant", base)] + [(name, base.with_name(f"{base.stem}-{name}{base.suffix}")) for name in SCHEDULES]
+    return [(name, path) for name, path in files if path.is_file()]
+
+
+def lambda_table(task: str = "lookup", who: str = "gemma") -> None:
+    """Multi-task accuracy by lambda and schedule, beside label-only, its equal-steps control and multi-task at the
+    default (lambda 1, constant) from the main runs, on the same subsets and seeds; then each variant minus the
+    default, paired by seed (the seed-to-seed spread of the subsets cancels)."""
+    from rationale_distill.stats import mean_interval
+
+    swept = [{**r, "schedule": name} for name, path in sweep_files(task, who) for r in read_runs(path)]
+    main_runs = read_runs(result_file(RUNS, task, who))
+    fractions = sorted({r["fraction"] for r in swept})
+    seeds = sorted({r["seed"] for r in swept})
+    default = [r for r in main_runs if r["method"] == "multi-task"]
+    rows = [(method, [r for r in main_runs if r["method"] == method]) for method in ("label-only", EQUAL_STEPS)]
+    rows = [row for row in rows if row[1]] + [("multi-task, lambda = 1, constant (the default)", default)]
+    for lam, name in sorted({(r["lambda"], r["schedule"]) for r in swept}):
+        label = f"multi-task, lambda = {lam:g}" + ("" if name == "constant" else f", {name}")
+        rows.append((label, [r for r in swept if r["lambda"] == lam and r["schedule"] == name]))
+    head = " | ".join(f"{f * 100:g}%" for f in fractions)
+    lines = [f"| student | {head} |", "|---|" + "---|" * len(fractions)]
+    for label, pool in rows:
         cells = [cell([r["accuracy"] for r in pool if r["fraction"] == f and r["seed"] in seeds]) for f in fractions]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired by seed (each student minus the default, points; mean [95% t-interval] (each seed)):", "",
+              f"| student minus the default | {head} |", "|---|" + "---|" * len(fractions)]  # fmt: skip
+    base = {(r["fraction"], r["seed"]): 100 * r["accuracy"] for r in default}
+    for label, pool in rows:
+        if pool is default:
+            continue
+        cells = []
+        for f in fractions:
+            diffs = [100 * r["accuracy"] - base[(f, r["seed"])] for r in pool if r["fraction"] == f and r["seed"] in seeds and (f, r["seed"]) in base]
+            if len(diffs) < 2:
+                cells.append(f"{diffs[0]:+.1f} (n=1)" if diffs else "-")
+                continue
+            mean, low, high = mean_interval(diffs)
+            cells.append(f"{mean:+.1f} [{low:+.0f} to {high:+.0f}] ({'/'.join(f'{d:+.0f}' for d in diffs)})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    cmd = f"python benchmarks/data_efficiency.py --lambdas {','.join(f'{x:g}' for x in sorted({r['lambda'] for r in runs}))} " \
-          f"--fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"  # fmt: skip
-    path.with_suffix(".md").write_text(
-        f"# Lambda sweep (multi-task, test accuracy %: mean ± std [95% t-interval of the mean] over seeds {seeds})\n\n`{cmd}`\n\n{table}\n")
+    where = "" if not tag(task, who) else f" --task {task} --teacher {who}"
+    cmds = []
+    for name, path in sweep_files(task, who):
+        runs = read_runs(path)
+        lams = ",".join(f"{x:g}" for x in sorted({r["lambda"] for r in runs}))
+        cmds.append(f"`python benchmarks/data_efficiency.py{where} --lambdas {lams} --fractions {','.join(f'{f:g}' for f in fractions)} "
+                    f"--seeds {len(seeds)}" + ("" if name == "constant" else f" --schedule {name}") + "`")  # fmt: skip
+    result_file(LAMBDA_RUNS, task, who).with_suffix(".md").write_text(
+        f"# Lambda and schedule sweep, task {task}, teacher {who} (multi-task, test accuracy %: mean ± std [95% t-interval of "
+        f"the mean] over seeds {seeds}; {os.cpu_count()} CPU cores)\n\n" + "\n".join(cmds) + f"\n\n{table}\n")
     print(table)
 
 
@@ -327,8 +368,8 @@ def main() -> None:
     teacher_file = result_file(TEACHER, task, who)
     if args.plot_only:  # tables and plot again from the committed results
         plot(json.loads(teacher_file.read_text()) if teacher_file.is_file() else teacher_accuracy(teacher_test_records(work, task, who), teacher_file), task, who)
-        if LAMBDA_RUNS.is_file():
-            lambda_table()
+        if sweep_files(task, who):
+            lambda_table(task, who)
         if FAITHFUL_RUNS.is_file():
             faithful_table()
         return
@@ -350,7 +391,7 @@ def main() -> None:
         if args.schedule != "constant":
             path = path.with_name(f"{path.stem}-{args.schedule}{path.suffix}")
         variants = [("multi-task", float(x)) for x in args.lambdas.split(",")]
-        report = lambda: lambda_table(path, result_file(RUNS, task, who))  # noqa: E731
+        report = lambda: lambda_table(task, who)  # noqa: E731
     else:
         chosen = [m.strip() for m in args.methods.split(",")] if args.methods else [*METHODS, EQUAL_STEPS]
         unknown = set(chosen) - {*METHODS, EQUAL_STEPS}

@@ -50,7 +50,7 @@ def test_mean_interval_is_the_student_t_interval():
     assert (high - low) / 2 == pytest.approx(2.080 * statistics.stdev(values) / math.sqrt(22), rel=0.005)
 
 
-def test_the_data_efficiency_paired_table_subtracts_the_same_seed_and_skips_unpaired_runs():
+def _data_efficiency():
     import importlib.util
     from pathlib import Path
 
@@ -58,6 +58,11 @@ def test_the_data_efficiency_paired_table_subtracts_the_same_seed_and_skips_unpa
     spec = importlib.util.spec_from_file_location("data_efficiency", path)
     de = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(de)
+    return de
+
+
+def test_the_data_efficiency_paired_table_subtracts_the_same_seed_and_skips_unpaired_runs():
+    de = _data_efficiency()
     runs = [{"method": m, "fraction": 0.25, "seed": s, "accuracy": a} for m, s, a in [
         ("multi-task", 0, 0.70), ("label-only", 0, 0.40), ("multi-task", 1, 0.90), ("label-only", 1, 0.50),
         ("multi-task", 2, 0.80),  # no label-only run for seed 2: not paired
@@ -67,3 +72,31 @@ def test_the_data_efficiency_paired_table_subtracts_the_same_seed_and_skips_unpa
     assert "+35.0" in label_row and "(+30/+40)" in label_row  # (30 + 40) / 2, seeds 0 and 1 only
     equal_row = next(line for line in table.splitlines() if line.startswith(f"| {de.EQUAL_STEPS} |"))
     assert "+0.0 (n=1)" in equal_row
+
+
+def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paired_by_seed(tmp_path, monkeypatch):
+    import json
+
+    de = _data_efficiency()
+    monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
+    monkeypatch.setattr(de, "LAMBDA_RUNS", tmp_path / "data_efficiency_lambda.jsonl")
+
+    def write(path, rows):
+        path.write_text("".join(json.dumps({"fraction": 0.25, **r}) + "\n" for r in rows))
+
+    write(tmp_path / "data_efficiency-twohop-program.jsonl", [{"method": m, "seed": s, "accuracy": a} for m, s, a in [
+        ("multi-task", 0, 0.70), ("multi-task", 1, 0.90), ("label-only", 0, 0.40), ("label-only", 1, 0.50)]])  # fmt: skip
+    write(tmp_path / "data_efficiency_lambda-twohop-program.jsonl",
+          [{"method": "multi-task", "seed": s, "accuracy": a, "lambda": 0.25} for s, a in [(0, 0.80), (1, 0.80)]])
+    write(tmp_path / "data_efficiency_lambda-twohop-program-linear-decay.jsonl",
+          [{"method": "multi-task", "seed": s, "accuracy": a, "lambda": 1.0} for s, a in [(0, 0.75), (1, 0.97)]])
+    de.lambda_table("twohop", "program")
+    text = (tmp_path / "data_efficiency_lambda-twohop-program.md").read_text()
+    table, paired = text.split("Paired by seed")
+    row = lambda part, name: next(line for line in part.splitlines() if line.startswith(f"| {name} |"))  # noqa: E731
+    assert "| 80.0 ± 0.0" in row(table, "multi-task, lambda = 0.25")
+    assert "| 86.0 ± 15.6" in row(table, "multi-task, lambda = 1, linear-decay")  # its own runs, not the constant ones
+    assert "| 80.0 ± 14.1" in row(table, "multi-task, lambda = 1, constant (the default)")
+    assert "+6.0" in row(paired, "multi-task, lambda = 1, linear-decay") and "(+5/+7)" in row(paired, "multi-task, lambda = 1, linear-decay")
+    assert "(+10/-10)" in row(paired, "multi-task, lambda = 0.25") and "(-30/-40)" in row(paired, "label-only")
+    assert "--schedule linear-decay" in text and "--task twohop --teacher program --lambdas 0.25" in text

@@ -443,3 +443,65 @@ def test_a_decaying_rationale_weight_follows_its_schedule_step_by_step(workspace
         factor = schedule(name, (h["step"] - 1) / 6)
         assert abs(h["loss"] - (h["loss_label"] + 2.0 * factor * h["loss_rationale"])) < 1e-3 * h["loss"], (h, factor)
     assert schedule(name, 0) == 1 and abs(schedule(name, 1)) < 1e-9
+
+
+def _spy_forward(monkeypatch, mask: str = "takes"):
+    """Record what each training-mode forward of the tiny Llama returns. ``mask``: "takes" (transformers' own), "refuses"
+    (a forward with no ``logits_to_keep``: an older or custom architecture) or "mis-slices" (one that reads any
+    ``logits_to_keep`` as "the last N positions", as forwards did before masks)."""
+    from transformers import LlamaForCausalLM
+
+    original, seen = LlamaForCausalLM.forward, []
+
+    def forward(self, *args, **kwargs):
+        keep = kwargs.get("logits_to_keep")
+        if mask == "refuses" and keep is not None:
+            raise TypeError("forward() got an unexpected keyword argument 'logits_to_keep'")
+        if mask == "mis-slices" and isinstance(keep, torch.Tensor):
+            kwargs["logits_to_keep"] = int(keep.sum())
+        out = original(self, *args, **kwargs)
+        if self.training:
+            seen.append(tuple(out.logits.shape))
+        return out
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
+    return seen
+
+
+def test_the_lm_head_runs_at_completion_positions_only_with_the_same_loss_and_gradients(workspace, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from rationale_distill.training.sft import completion_positions, head_takes_a_mask
+
+    model = AutoModelForCausalLM.from_pretrained(str(workspace / "tiny"))
+    assert head_takes_a_mask(model) and model.training is False
+    batch = _batch(workspace, _rows(workspace, 8))
+    keep = completion_positions(batch["labels"])
+
+    def loss_and_grads(**kw):
+        model.zero_grad()
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw)
+        loss = multitask_loss(out.logits, batch["labels"], batch["task_ids"], (1.0, 0.7), task_token_counts(batch["labels"], batch["task_ids"]))[0]
+        loss.backward()
+        return out.logits.shape, loss, [p.grad.clone() for p in model.parameters()]
+
+    full_shape, full, full_grads = loss_and_grads()
+    cut_shape, cut, cut_grads = loss_and_grads(logits_to_keep=keep)
+    assert cut_shape[0] == int(keep.sum()) < full_shape[0] * full_shape[1] / 2  # well under half the positions
+    assert torch.allclose(full, cut, atol=1e-6) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_grads, cut_grads))
+
+    seen = _spy_forward(monkeypatch)  # and the trainer asks for exactly that: (N, V) logits on every training step
+    train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), max_steps=3, batch_size=4,
+                      eval_split="none", save_strategy="no"))  # fmt: skip
+    assert len(seen) == 3 and all(len(shape) == 2 for shape in seen), seen
+
+
+@pytest.mark.parametrize("mask", ["refuses", "mis-slices"])
+def test_a_model_whose_forward_takes_no_logits_mask_trains_to_the_same_weights(workspace, tmp_path, monkeypatch, mask):
+    common = dict(data=str(workspace / "data"), student=str(workspace / "tiny"), max_steps=3, batch_size=4, learning_rate=1e-2,
+                  eval_split="none", save_strategy="no")  # fmt: skip
+    masked = weights(train(TrainConfig(**common, out=str(tmp_path / "masked"))))
+    seen = _spy_forward(monkeypatch, mask)
+    full = weights(train(TrainConfig(**common, out=str(tmp_path / "full"))))
+    assert len(seen) == 3 and all(len(shape) == 3 for shape in seen)  # full (B, T, V) logits: the probe said no
+    assert all(torch.allclose(masked[k], full[k], atol=1e-5) for k in masked)
