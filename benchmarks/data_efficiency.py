@@ -213,6 +213,47 @@ def paired_table(runs: list[dict], fractions: list[float]) -> str:
     return "\n".join(lines)
 
 
+def error_kind(task: str, row: dict, prediction: str) -> str:
+    """What a student's answer to a step task's test question is: "right", "first step" (the intermediate result:
+    the thing rather than its place, the product before the last step), "wrong hop" (two-hop: the place of
+    another person's thing, a first hop gone to the wrong person) or "other"."""
+    import re
+
+    prediction = prediction.strip()
+    if prediction == row["answer"]:
+        return "right"
+    if task == "twohop":
+        thing = re.match(r"\w+ has an? (\w+)\.", row["reference_rationale"]).group(1)
+        places = re.findall(r"is in the (\w+)", row["question"])
+        return "first step" if prediction == thing else "wrong hop" if prediction in places else "other"
+    first = re.search(r"= (\d+)", row["reference_rationale"]).group(1)
+    return "first step" if prediction == first else "other"
+
+
+def error_table(runs: list[dict], task: str) -> str:
+    """Wrong answers by kind, per method and fraction, over the runs that kept their per-question predictions."""
+    if task == "lookup":
+        return ""
+    test = [json.loads(x) for x in (ROOT / "rationale_distill" / "demo" / f"{task}_test.jsonl").read_text().splitlines()]
+    kinds = ["first step", "wrong hop", "other"] if task == "twohop" else ["first step", "other"]
+    names = {"first step": "first step's result" + (" (the thing)" if task == "twohop" else " (the product)"),
+             "wrong hop": "another thing's place", "other": "other"}  # fmt: skip
+    lines = []
+    for method in [*METHODS, EQUAL_STEPS]:
+        for f in sorted({r["fraction"] for r in runs}):
+            pool = [r for r in runs if r["method"] == method and r["fraction"] == f and r.get("predictions")]
+            found = [error_kind(task, row, p) for r in pool for row, p in zip(test, r["predictions"])]
+            wrong = [k for k in found if k != "right"]
+            if wrong:
+                cells = " | ".join(f"{100 * wrong.count(k) / len(wrong):.0f}%" for k in kinds)
+                lines.append(f"| {method} | {f * 100:g}% | {len(pool)} | {len(wrong)} | {cells} |")
+    if not lines:
+        return ""
+    head = " | ".join(names[k] for k in kinds)
+    return ("Wrong answers by kind (runs that kept their per-question predictions; % of the wrong answers):\n\n"
+            f"| method | data | runs | wrong answers | {head} |\n|---|---|---|---|" + "---|" * len(kinds) + "\n" + "\n".join(lines))
+
+
 def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None:
     import matplotlib
 
@@ -252,6 +293,9 @@ def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None
     png = result_file(RESULTS / "data_efficiency.png", task, who)
     fig.savefig(png, dpi=110)
     table = "\n".join(lines) + "\n\n" + paired_table(runs, fractions)
+    errors = error_table(runs, task)
+    if errors:
+        table += "\n\n" + errors
     note = (f"The teacher ({teacher_name}; greedy, {teacher['n']} test questions): {100 * teacher['accuracy']:.1f}% (95% Wilson interval "
             f"{100 * teacher['ci95'][0]:.1f}-{100 * teacher['ci95'][1]:.1f})" if teacher else "")  # fmt: skip
     cmd = "python benchmarks/data_efficiency.py --seeds 3" + ("" if not tag(task, who) else f" --task {task} --teacher {who}")

@@ -1,5 +1,6 @@
 """Intervals and significance in the report, checked against hand-computed values."""
 
+import json
 import math
 import statistics
 
@@ -100,3 +101,20 @@ def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paire
     assert "+6.0" in row(paired, "multi-task, lambda = 1, linear-decay") and "(+5/+7)" in row(paired, "multi-task, lambda = 1, linear-decay")
     assert "(+10/-10)" in row(paired, "multi-task, lambda = 0.25") and "(-30/-40)" in row(paired, "label-only")
     assert "--schedule linear-decay" in text and "--task twohop --teacher program --lambdas 0.25" in text
+
+
+def test_step_task_errors_are_sorted_by_which_step_went_wrong():
+    de = _data_efficiency()
+    hop = {"question": "Max has a kite, Tom has a cup. The kite is in the garage, the cup is in the garden. Where is the thing Tom has?",
+           "answer": "garden", "reference_rationale": "Tom has a cup. The cup is in the garden."}  # fmt: skip
+    assert [de.error_kind("twohop", hop, p) for p in ("garden", "cup", "garage", "attic", " garden ")] == [
+        "right", "first step", "wrong hop", "other", "right"]  # fmt: skip
+    arith = {"question": "Eva buys 8 jars with 2 marbles in each. Eva finds 6 more marbles. How many marbles are there now?",
+             "answer": "22", "reference_rationale": "8 jars with 2 marbles each is 8 * 2 = 16 marbles. 16 + 6 = 22."}  # fmt: skip
+    assert [de.error_kind("arith", arith, p) for p in ("22", "16", "6")] == ["right", "first step", "other"]
+    test = [json.loads(x) for x in (de.ROOT / "rationale_distill" / "demo" / "arith_test.jsonl").read_text().splitlines()]
+    first = [__import__("re").search(r"= (\d+)", t["reference_rationale"]).group(1) for t in test]
+    runs = [{"method": "multi-task", "fraction": 0.25, "seed": 0, "predictions": [t["answer"] for t in test[:50]] + first[50:]},
+            {"method": "label-only", "fraction": 0.25, "seed": 0, "predictions": ["x"] * len(test)}]  # fmt: skip
+    table = de.error_table(runs, "arith")
+    assert "| multi-task | 25% | 1 | 50 | 100% | 0% |" in table and "| label-only | 25% | 1 | 100 | 0% | 100% |" in table
