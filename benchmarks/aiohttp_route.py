@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rationale_distill.testing.fake_openai import Faults, FakeOpenAI  # noqa: E402
-from rationale_distill.teachers import import_litellm, map_error  # noqa: E402
+from rationale_distill.generation.teachers import import_litellm, map_error  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROUTES = ("openai/bench", "aiohttp_openai/bench")

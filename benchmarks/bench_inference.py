@@ -50,7 +50,7 @@ def measure(model, tokenizer, prompts: list[str], max_new: int, stop: list[str] 
             out, width = run(prompts[i : i + 16])
             new_tokens += int((out[:, width:] != tokenizer.pad_token_id).sum())
         passes.append(len(prompts) / (time.perf_counter() - started))
-    from rationale_distill.stats import mean_interval
+    from rationale_distill.evaluation.stats import mean_interval
 
     _, low, high = mean_interval(single)
     return {"latency_s": statistics.mean(single), "latency_ci95": [low, high], "latency_samples": single,
@@ -67,11 +67,11 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from rationale_distill.pipeline import demo_config
     from rationale_distill.plugins import load_plugins
-    from rationale_distill.prompts import resolve_prompt
+    from rationale_distill.generation.prompts import resolve_prompt
     from rationale_distill.student import load_model
 
     from rationale_distill.errors import UsageError
-    from rationale_distill.evaluate import EvalConfig, load_examples
+    from rationale_distill.evaluation.evaluate import EvalConfig, load_examples
     from rationale_distill.student import as_trained
     from rationale_distill.training import read_student
 

@@ -30,10 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from rationale_distill import local_engine
-    from rationale_distill.local_engine import Engine, Job, prompt_of
+    from rationale_distill.generation import local_engine
+    from rationale_distill.generation.local_engine import Engine, Job, prompt_of
     from rationale_distill.plugins import load_plugins
-    from rationale_distill.prompts import resolve_prompt
+    from rationale_distill.generation.prompts import resolve_prompt
     from rationale_distill.student import EMBEDDED
 
     spec = resolve_prompt(load_plugins(), "lookup-cot")

@@ -65,7 +65,7 @@ def teacher_records(work: Path) -> tuple[Path, Path]:
 
 
 def dataset(records: Path, work: Path) -> Path:
-    from rationale_distill.dataset import BuildConfig, build
+    from rationale_distill.data.dataset import BuildConfig, build
 
     out = work / "data"
     build(str(records), BuildConfig(records=str(records), out=str(out), mode="label-only", label_source="vote",
@@ -106,7 +106,7 @@ def one_run(method: str, fraction: float, seed: int, data: Path, test_records: P
 
 def teacher_summary(test_records: Path, train_records: Path, data: Path) -> dict:
     from rationale_distill.records import read_records
-    from rationale_distill.stats import wilson
+    from rationale_distill.evaluation.stats import wilson
 
     test = read_records(test_records)
     right = sum(r.majority == r.label for r in test)
@@ -144,7 +144,7 @@ def teacher_latency(work: Path) -> float:
 
 
 def cell(values: list[float]) -> str:
-    from rationale_distill.stats import mean_interval
+    from rationale_distill.evaluation.stats import mean_interval
 
     if not values:
         return "-"

@@ -159,7 +159,7 @@ def teacher_accuracy(path: Path, out: Path = TEACHER) -> dict:
     """The prompted teacher's accuracy on the test questions, with its 95% Wilson interval; kept beside the results
     (TEACHER) so that --plot-only can rebuild the table without the work folder."""
     from rationale_distill.records import read_records
-    from rationale_distill.stats import wilson
+    from rationale_distill.evaluation.stats import wilson
 
     records = read_records(path)
     right = sum(r.majority == r.label for r in records)
@@ -179,7 +179,7 @@ def mean_sd(accs: list[float]) -> tuple[float, float]:
 
 def cell(accs: list[float]) -> str:
     """mean ± sd [95% t-interval of the mean] (n seeds), in percent."""
-    from rationale_distill.stats import mean_interval
+    from rationale_distill.evaluation.stats import mean_interval
 
     if not accs:
         return "-"
@@ -191,7 +191,7 @@ def cell(accs: list[float]) -> str:
 def paired_table(runs: list[dict], fractions: list[float]) -> str:
     """Multi-task minus each control on the same subset and seed, in points: mean [95% t-interval] (per-seed values).
     Paired, so the seed-to-seed spread of the subsets cancels: tighter than comparing the two columns above."""
-    from rationale_distill.stats import mean_interval
+    from rationale_distill.evaluation.stats import mean_interval
 
     acc = {(r["method"], r["fraction"], r["seed"]): 100 * r["accuracy"] for r in runs}
     lines = ["Paired by seed (multi-task minus the control, points; mean [95% t-interval] (each seed)):", "",
@@ -321,7 +321,7 @@ def lambda_table(task: str = "lookup", who: str = "gemma") -> None:
     """Multi-task accuracy by lambda and schedule, beside label-only, its equal-steps control and multi-task at the
     default (lambda 1, constant) from the main runs, on the same subsets and seeds; then each variant minus the
     default, paired by seed (the seed-to-seed spread of the subsets cancels)."""
-    from rationale_distill.stats import mean_interval
+    from rationale_distill.evaluation.stats import mean_interval
 
     swept = [{**r, "schedule": name} for name, path in sweep_files(task, who) for r in read_runs(path)]
     main_runs = read_runs(result_file(RUNS, task, who))

@@ -113,7 +113,7 @@ def table(runs: list[dict]) -> str:
         ratio = lambda key: f"{median(arm, key) / median(base, key):.2f}x" if base and any(r["arm"] == base for r in runs) else "-"  # noqa: E731
         student = "Gemma 3 270M + LoRA r16" if kind == "same" else "half depth (9 of 18 layers), full fine-tuning"
         lines.append(f"| {arm} | {student} | {acc} | {agree} | {step:.2f} | {ratio('s_per_step')} | {rss:.0f} | {ratio('peak_rss_mib')} | {len(mine)} |")
-    from rationale_distill.stats import mean_interval
+    from rationale_distill.evaluation.stats import mean_interval
 
     paired = []
     for kd, sft in SFT_OF.items():  # the same seed = the same examples: compare seed by seed
@@ -148,7 +148,7 @@ def plot(runs: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rationale_distill.stats import mean_interval
+    from rationale_distill.evaluation.stats import mean_interval
 
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
     fig, ax = plt.subplots(figsize=(8, 3.6))

@@ -10,15 +10,15 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from .dataset import BuildConfig, build  # noqa: E402
+from .data.dataset import BuildConfig, build  # noqa: E402
 from .errors import RdistillError, UsageError  # noqa: E402
-from .evaluate import EvalConfig, evaluate  # noqa: E402
-from .generate import GenerateConfig, generate  # noqa: E402
+from .evaluation.evaluate import EvalConfig, evaluate  # noqa: E402
+from .generation.generate import GenerateConfig, generate  # noqa: E402
+from .generation.teachers import Choice, Completion, Request, Teacher  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .pipeline import RunConfig, load_run_config, run_pipeline  # noqa: E402
 from .plugins import load_plugins  # noqa: E402
 from .records import Part, Sample, TeacherRecord, read_records  # noqa: E402
-from .teachers import Choice, Completion, Request, Teacher  # noqa: E402
 from .training import TrainConfig, train  # noqa: E402
 
 __all__ = [

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import functools
 import math
+import os
 import re
 import types
 import typing
@@ -15,6 +16,12 @@ from typing import Any
 import yaml
 
 from .errors import UsageError
+
+
+def default_cache_dir() -> Path:
+    """Where paid answers (the per-request cache), batch journals and converted models live: $RDISTILL_CACHE_DIR or
+    ~/.cache/rationale-distill."""
+    return Path(os.environ.get("RDISTILL_CACHE_DIR") or Path.home() / ".cache" / "rationale-distill")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory=None, flag: str | None = None,

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from .config import build as build_config
 from .config import load_yaml, option, to_dict
-from .dataset import BuildConfig, build
+from .data.dataset import BuildConfig, build
 from .errors import Pending, UsageError
-from .evaluate import EvalConfig, evaluate, records_summary
-from .generate import GenerateConfig, check_failures, generate
+from .evaluation.evaluate import EvalConfig, evaluate, records_summary
+from .generation.generate import GenerateConfig, check_failures, generate
 from .training import MANIFEST, TrainConfig, fingerprint, read_student, resolve, train
 
 STAGES = ("generate", "build", "train", "eval")

@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
+from .config import default_cache_dir
 from .errors import UsageError
-from .store import default_cache_dir
 
 EMBEDDED = "gemma-3-270m"
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rationale_distill.parsing import (
+from rationale_distill.generation.parsing import (
     ParseFailure,
     canonical_number,
     find_answer,

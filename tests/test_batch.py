@@ -160,7 +160,7 @@ def test_no_wait_submits_and_the_same_command_later_collects_without_resubmittin
 
 def test_from_python_no_wait_then_list_then_collect_once_done(make_server, tmp_path):
     import rationale_distill as rd
-    from rationale_distill.batch import cancel_batches, list_batches
+    from rationale_distill.generation.batch import cancel_batches, list_batches
 
     s = make_server(faults=Faults(batch_delay=60))
     data = write_problems(tmp_path / "p.jsonl", n=5)
@@ -288,8 +288,8 @@ def test_dry_run_counts_files_and_prices_at_the_batch_price(cli, make_server, tm
 
 
 def test_batch_cost_uses_litellm_batch_rates_and_is_shown_against_online(cli, make_server, tmp_path):
-    from rationale_distill.batch import batch_cost
-    from rationale_distill.teachers import LiteLLMTeacher
+    from rationale_distill.generation.batch import batch_cost
+    from rationale_distill.generation.teachers import LiteLLMTeacher
 
     t = LiteLLMTeacher("openai/gpt-4o-mini")
     assert batch_cost(t, 1_000_000, 1_000_000, 0.5) == pytest.approx(0.075 + 0.30)  # LiteLLM's batch rates

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rationale_distill.errors import UsageError
-from rationale_distill.evaluate import EvalConfig, evaluate
+from rationale_distill.evaluation.evaluate import EvalConfig, evaluate
 from rationale_distill.testing.fake_openai import FakeOpenAI
 from rationale_distill.testing.tiny import make_tiny_encoder
 from rationale_distill.training import TrainConfig, read_student, train
@@ -66,7 +66,7 @@ def ask_teacher(root, rows, **options):
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """Teacher records over real HTTP (4 samples, split votes on some inputs) -> a label-only dataset -> a tiny encoder."""
-    from rationale_distill.dataset import BuildConfig, build
+    from rationale_distill.data.dataset import BuildConfig, build
 
     root = tmp_path_factory.mktemp("classifiers")
     ask_teacher(root, tickets(90, 0), samples=4)
@@ -245,7 +245,7 @@ def test_cli_trains_both_kinds_and_evaluates_them_in_the_same_report(ws, tmp_pat
 
 
 def test_logprobs_from_the_teacher_reach_the_classifier_through_the_builder(tmp_path):
-    from rationale_distill.dataset import BuildConfig, build
+    from rationale_distill.data.dataset import BuildConfig, build
 
     records = ask_teacher(tmp_path, tickets(30, 2), logprobs=3)
     build(str(records), BuildConfig(records=str(records), out=str(tmp_path / "d"), mode="label-only", test_fraction=0.2))
@@ -288,7 +288,7 @@ def test_the_shipped_triage_example_is_what_its_script_writes_and_its_prompt_loa
     from pathlib import Path
 
     from rationale_distill.plugins import load_plugins
-    from rationale_distill.prompts import resolve_prompt
+    from rationale_distill.generation.prompts import resolve_prompt
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("make_triage", root / "examples" / "make_triage.py")

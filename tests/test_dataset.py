@@ -15,9 +15,9 @@ import pytest
 from conftest import write_problems
 
 import rationale_distill as rd
-from rationale_distill.dataset import BuildConfig, build
+from rationale_distill.data.dataset import BuildConfig, build
 from rationale_distill.errors import UsageError
-from rationale_distill.teachers import LiteLLMTeacher
+from rationale_distill.generation.teachers import LiteLLMTeacher
 
 
 def noisy_responder(body, i):
@@ -254,14 +254,14 @@ def test_a_killed_build_leaves_nothing_behind_and_the_next_one_cleans_up(records
     dead = 4_999_999  # above any pid_max: no such process
     out.rename(tmp_path / f".data.{dead}.old")
     (tmp_path / f".data.{dead}.tmp").mkdir()
-    from rationale_distill.dataset import clean_stale
+    from rationale_distill.data.dataset import clean_stale
 
     assert clean_stale(out) == [tmp_path / f".data.{dead}.tmp"]
     assert json.loads((out / "build.json").read_text())["examples"] == 40 and not [p for p in tmp_path.glob(".data.*") if p.is_dir()]
 
 
 def test_two_builds_into_one_folder_do_not_interleave(records, tmp_path, cli):
-    from rationale_distill.store import exclusive
+    from rationale_distill.generation.store import exclusive
 
     out = tmp_path / "data"
     with exclusive(tmp_path / ".data.lock", "x", "y"):  # another build holds the folder
@@ -271,7 +271,7 @@ def test_two_builds_into_one_folder_do_not_interleave(records, tmp_path, cli):
 
 
 def test_the_test_split_is_held_out_from_the_inputs_before_any_filter(records, tmp_path):
-    from rationale_distill.dataset import split_of
+    from rationale_distill.data.dataset import split_of
     from rationale_distill.records import read_records
 
     config = BuildConfig(records=str(records), out=str(tmp_path / "d"), test_fraction=0.3)
@@ -291,7 +291,7 @@ def test_the_test_split_is_held_out_from_the_inputs_before_any_filter(records, t
 
 
 def test_splits_follow_the_input_text_not_the_line(records, tmp_path):
-    from rationale_distill.dataset import content_key, split_of
+    from rationale_distill.data.dataset import content_key, split_of
     from rationale_distill.records import read_records
 
     config = BuildConfig(records=str(records), test_fraction=0.3, validation_fraction=0.2)

@@ -7,9 +7,9 @@ import re
 import pytest
 
 import rationale_distill as rd
-from rationale_distill.dataset import BuildConfig, build
+from rationale_distill.data.dataset import BuildConfig, build
 from rationale_distill.errors import UsageError
-from rationale_distill.filters import _question_entities
+from rationale_distill.data.filters import _question_entities
 
 QUESTIONS = [
     ("Ben has a green cup, Zoe has a white bike, Sam has a pink hat. What color is Zoe's bike?", "white"),
@@ -60,7 +60,7 @@ def test_grounded_drops_right_answer_wrong_reason_and_says_why(lookup_records, t
 
 
 def test_grounded_drops_a_sentence_of_facts_not_in_the_input():
-    from rationale_distill.filters import Candidate, Context, grounded
+    from rationale_distill.data.filters import Candidate, Context, grounded
     from rationale_distill.records import Sample, TeacherRecord
 
     record = TeacherRecord(id="1", row={}, input=QUESTIONS[0][0], label="white", prompt={}, messages=[], parts=[])

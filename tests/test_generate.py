@@ -11,7 +11,7 @@ from conftest import gen_args, write_problems
 
 import rationale_distill as rd
 from rationale_distill.records import read_records
-from rationale_distill.teachers import LiteLLMTeacher
+from rationale_distill.generation.teachers import LiteLLMTeacher
 from rationale_distill.testing.fake_openai import Faults
 
 

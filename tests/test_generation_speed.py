@@ -11,9 +11,9 @@ from pathlib import Path
 
 from conftest import gen_args, tiny_prompt, write_problems
 
-from rationale_distill.teachers import Teacher
+from rationale_distill.generation.teachers import Teacher
 
-generate_module = importlib.import_module("rationale_distill.generate")  # the package's `generate` is the function
+generate_module = importlib.import_module("rationale_distill.generation.generate")  # the package's `generate` is the function
 
 REPLAY = """
 import json, sys

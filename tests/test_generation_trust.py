@@ -14,8 +14,8 @@ from conftest import gen_args, tiny_prompt, write_problems
 
 import rationale_distill as rd
 from rationale_distill.records import read_records
-from rationale_distill.store import call_key
-from rationale_distill.teachers import LiteLLMTeacher, Request, parse_retry_after
+from rationale_distill.generation.store import call_key
+from rationale_distill.generation.teachers import LiteLLMTeacher, Request, parse_retry_after
 from rationale_distill.testing.fake_openai import Faults, arithmetic_responder
 
 
@@ -175,7 +175,7 @@ def test_every_sent_parameter_is_in_the_key():
 def test_a_dspy_programs_demos_are_in_the_key():
     import dspy
 
-    from rationale_distill.dspy_teacher import DSPyTeacher
+    from rationale_distill.generation.dspy_teacher import DSPyTeacher
 
     teacher = DSPyTeacher("openai/m", api_base="http://127.0.0.1:1/v1")
     request = Request(messages=[], inputs={"question": "What is 1 + 1?", "answer": "2"})

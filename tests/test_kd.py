@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import write_problems
 
 import rationale_distill as rd
-from rationale_distill.dataset import BuildConfig, build
+from rationale_distill.data.dataset import BuildConfig, build
 from rationale_distill.errors import UsageError
 from rationale_distill.testing.tiny import make_tiny_student
 from rationale_distill.training import TrainConfig, train

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import rationale_distill as rd
-from rationale_distill.dataset import BuildConfig, build
+from rationale_distill.data.dataset import BuildConfig, build
 from rationale_distill.errors import GenerationError
 
 pytestmark = pytest.mark.llama_server

@@ -8,7 +8,7 @@ import pytest
 from conftest import write_problems
 
 import rationale_distill as rd
-from rationale_distill.local_engine import Engine, Job
+from rationale_distill.generation.local_engine import Engine, Job
 from rationale_distill.testing.tiny import make_tiny_student
 
 TEXTS = [f"Q: What is {a} + {b}? We compute {a} + {b} = {a + b}." for a in range(30) for b in range(0, 30, 7)]

@@ -66,7 +66,7 @@ def test_example_configs_are_valid(name):
 
 
 def test_local_provider_serves_a_local_model_through_litellm_in_batches(tiny, tmp_path):
-    from rationale_distill.local_engine import engine
+    from rationale_distill.generation.local_engine import engine
 
     data = write_problems(tmp_path / "p.jsonl", n=12)
     result = rd.generate(rd.GenerateConfig(data=str(data), teachers=[f"local/{tiny}"], input_field="question", samples=2,

@@ -63,7 +63,7 @@ def test_hook_register_loaders(tmp_path):
 
     data = tmp_path / "d.tsv"
     data.write_text("What is 1 + 2?\t3\n")
-    from rationale_distill.generate import load_rows
+    from rationale_distill.generation.generate import load_rows
 
     assert load_rows(load_plugins(extra=[TsvLoader()]), str(data)) == [(f"{data}:1", {"question": "What is 1 + 2?", "answer": "3"})]
 
@@ -91,7 +91,7 @@ def test_hook_register_prompts(tmp_path):
         def register_prompts(self, register):
             register("plain", {"name": "plain", "template": "{input}"})
 
-    from rationale_distill.prompts import resolve_prompt
+    from rationale_distill.generation.prompts import resolve_prompt
 
     assert resolve_prompt(load_plugins(extra=[Plugin()]), "plain").render({"input": "hi"})[0] == [{"role": "user", "content": "hi"}]
 
@@ -100,7 +100,7 @@ def test_hook_register_parsers(server, problems):
     class Plugin:
         @rd.hookimpl
         def register_parsers(self, register):
-            from rationale_distill.parsing import Parsed
+            from rationale_distill.generation.parsing import Parsed
 
             register("last-word", lambda text, spec, fields=None: Parsed(rationale=text, raw_answer=text.split()[-1]))
 
@@ -242,7 +242,7 @@ def test_hook_register_soft_targets(tmp_path, make_server):
     name and trained on through the same trainer as the built-in ones."""
     import torch
 
-    from rationale_distill.dataset import BuildConfig, build
+    from rationale_distill.data.dataset import BuildConfig, build
     from rationale_distill.testing.tiny import make_tiny_student
     from rationale_distill.training import TrainConfig, train
     from rationale_distill.training.kd import SoftTargets, completion_mask, divergence

@@ -1,9 +1,9 @@
 import pytest
 
 from rationale_distill.errors import UsageError
-from rationale_distill.parsing import ParseFailure, answer_marker, json_object, normalize
+from rationale_distill.generation.parsing import ParseFailure, answer_marker, json_object, normalize
 from rationale_distill.plugins import load_plugins
-from rationale_distill.prompts import load_prompt, resolve_prompt, strip_context
+from rationale_distill.generation.prompts import load_prompt, resolve_prompt, strip_context
 
 
 @pytest.mark.parametrize("name", ["few-shot-cot", "zero-shot-cot", "support-triage"])

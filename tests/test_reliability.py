@@ -135,7 +135,7 @@ def test_torn_and_foreign_journal_lines_are_skipped_and_reported(server, problem
 def test_a_key_straddling_the_cut_of_an_error_message_is_redacted_first():
     import litellm
 
-    from rationale_distill.teachers import LiteLLMTeacher, map_error
+    from rationale_distill.generation.teachers import LiteLLMTeacher, map_error
 
     key = "sk-" + "abcdefghijklmnopqrst"  # built at run time: no key-shaped string in the source
     for pad in range(200, 320, 3):  # somewhere in here the key straddles the 300-character cut

@@ -10,7 +10,7 @@ from conftest import write_problems
 
 import rationale_distill as rd
 from rationale_distill.errors import GenerationError
-from rationale_distill.prompts import load_prompt
+from rationale_distill.generation.prompts import load_prompt
 from rationale_distill.testing.fake_openai import Faults, base_model_responder
 
 # A base-model prompt: instructions and a demo in one plain text, no stop sequence (so the model runs on).
@@ -214,7 +214,7 @@ def test_the_same_reply_with_no_answer_to_different_prompts_stops_the_run(make_s
 
 
 def test_eval_times_a_text_prompt_teacher_on_the_route_it_was_generated_on(gemma_server, base_prompt, tmp_path):
-    from rationale_distill.evaluate import EvalConfig, teacher_timing
+    from rationale_distill.evaluation.evaluate import EvalConfig, teacher_timing
 
     data = write_problems(tmp_path / "p.jsonl", n=3)
     result = run(gemma_server, data, base_prompt)

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from rationale_distill.stats import describe, mcnemar_exact, mean_interval, paired, wilson
+from rationale_distill.evaluation.stats import describe, mcnemar_exact, mean_interval, paired, wilson
 
 
 def test_wilson_matches_hand_computed_intervals():

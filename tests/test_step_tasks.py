@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import rationale_distill as rd
-from rationale_distill.dataset import BuildConfig, build
+from rationale_distill.data.dataset import BuildConfig, build
 from rationale_distill.plugins import load_plugins
-from rationale_distill.prompts import load_prompt
+from rationale_distill.generation.prompts import load_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "rationale_distill" / "demo"

@@ -14,9 +14,9 @@ import torch
 from conftest import write_problems
 
 import rationale_distill as rd
-from rationale_distill.dataset import BuildConfig, build
+from rationale_distill.data.dataset import BuildConfig, build
 from rationale_distill.errors import UsageError
-from rationale_distill.evaluate import EvalConfig, evaluate, score
+from rationale_distill.evaluation.evaluate import EvalConfig, evaluate, score
 from rationale_distill.testing.tiny import make_tiny_student
 from rationale_distill.training import TrainConfig, fingerprint, read_student, train
 from rationale_distill.training.sft import MultiTaskCollator, min_prompt_tokens, multitask_loss, task_token_counts, tokenize_row
@@ -86,7 +86,7 @@ def test_lora_trains_the_adapter_only_and_merges(workspace, tmp_path):
                                lora=True, lora_r=4, epochs=1, batch_size=4, merge_adapter=True))  # fmt: skip
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
     AutoModelForCausalLM.from_pretrained(str(merged))
-    from rationale_distill.evaluate import served_size
+    from rationale_distill.evaluation.evaluate import served_size
     from rationale_distill.student import folder_bytes
 
     size = served_size(str(out), read_student(out))  # an adapter is served with its base
@@ -418,7 +418,7 @@ def test_rows_that_do_not_fit_are_counted_in_the_summary_and_the_card(workspace,
 
 
 def test_teacher_cost_is_one_answer_at_its_price_not_every_sample(workspace, tmp_path):
-    from rationale_distill.evaluate import Example, teacher_view
+    from rationale_distill.evaluation.evaluate import Example, teacher_view
     from rationale_distill.records import read_records, write_jsonl
 
     records = read_records(workspace / "teacher.jsonl")[:5]

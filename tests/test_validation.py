@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rationale_distill.config import _base_type, build
-from rationale_distill.dataset import BuildConfig
+from rationale_distill.data.dataset import BuildConfig
 from rationale_distill.errors import BadRow, UsageError
-from rationale_distill.evaluate import EvalConfig
-from rationale_distill.generate import GenerateConfig, prepare_row
-from rationale_distill.prompts import PromptSpec
+from rationale_distill.evaluation.evaluate import EvalConfig
+from rationale_distill.generation.generate import GenerateConfig, prepare_row
+from rationale_distill.generation.prompts import PromptSpec
 from rationale_distill.training import TrainConfig
 
 

@@ -41,13 +41,13 @@ def stage_config(config_cls, args):
 
 
 def configure_generate(parser):
-    from ..generate import GenerateConfig
+    from ..generation.generate import GenerateConfig
 
     add_stage_arguments(parser, GenerateConfig)
 
 
 def run_generate(args, plugins) -> int:
-    from ..generate import GenerateConfig, check_failures, generate
+    from ..generation.generate import GenerateConfig, check_failures, generate
 
     config = stage_config(GenerateConfig, args)
     if not config.out and not config.dry_run:
@@ -119,7 +119,7 @@ def configure_batches(parser):
 
 
 def run_batches_command(args, plugins) -> int:
-    from ..batch import cancel_batches, list_batches
+    from ..generation.batch import cancel_batches, list_batches
 
     if args.action == "cancel":
         cancelled = cancel_batches(args.out, api_base=args.api_base)
@@ -137,13 +137,13 @@ def run_batches_command(args, plugins) -> int:
 
 
 def configure_build(parser):
-    from ..dataset import BuildConfig
+    from ..data.dataset import BuildConfig
 
     add_stage_arguments(parser, BuildConfig)
 
 
 def run_build(args, plugins) -> int:
-    from ..dataset import BuildConfig, build, decision
+    from ..data.dataset import BuildConfig, build, decision
 
     config = stage_config(BuildConfig, args)
     if not config.out:
@@ -205,13 +205,13 @@ def run_train(args, plugins) -> int:
 
 
 def configure_eval(parser):
-    from ..evaluate import EvalConfig
+    from ..evaluation.evaluate import EvalConfig
 
     add_arguments(parser, EvalConfig)
 
 
 def run_eval(args, plugins) -> int:
-    from ..evaluate import EvalConfig, evaluate, table_rows
+    from ..evaluation.evaluate import EvalConfig, evaluate, table_rows
 
     config = from_args(EvalConfig, args)
     report = evaluate(config, plugins)

@@ -1,6 +1,6 @@
 """Built-in dataset filters: parsed, agrees, rationale-length, dedup, leak."""
 
-from ..filters import BUILTIN
+from ..data.filters import BUILTIN
 from ..hookspecs import hookimpl
 
 

@@ -4,7 +4,7 @@ from ..hookspecs import hookimpl
 
 
 def local_provider():
-    from ..local_engine import make_provider
+    from ..generation.local_engine import make_provider
 
     return make_provider()
 

@@ -1,7 +1,7 @@
 """Built-in rationale parsers: answer marker, first word, JSON object, DSPy fields."""
 
+from ..generation.parsing import answer_marker, dspy_fields, first_word, json_object
 from ..hookspecs import hookimpl
-from ..parsing import answer_marker, dspy_fields, first_word, json_object
 
 
 @hookimpl

@@ -4,13 +4,13 @@ from ..hookspecs import hookimpl
 
 
 def litellm_teacher(model=None, **options):
-    from ..teachers import LiteLLMTeacher
+    from ..generation.teachers import LiteLLMTeacher
 
     return LiteLLMTeacher(model, **options)
 
 
 def dspy_teacher(model=None, **options):
-    from ..dspy_teacher import DSPyTeacher
+    from ..generation.dspy_teacher import DSPyTeacher
 
     return DSPyTeacher(model, **options)
 

@@ -35,11 +35,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..dataset import SOFT_FIELDS
+from ..data.dataset import SOFT_FIELDS
 from ..errors import UsageError
-
 from .divergence import divergence, full_divergence, text_config, topk_divergence  # divergence: re-exported for plugins
-
 
 # --- the sources ----------------------------------------------------------------------------------------------
 
@@ -159,7 +157,7 @@ class TeacherModel(SoftTargets):
                 "teacher_kd_mask": completion_mask(len(teacher_ids), len(prompt_ids))}  # fmt: skip
 
     def _teacher_prompt(self, row) -> list[int]:
-        from ..local_engine import prompt_of
+        from ..generation.local_engine import prompt_of
 
         tok, messages = self.teacher_tokenizer, row["teacher_messages"]
         if row.get("teacher_format") == "text" or not getattr(tok, "chat_template", None):

@@ -71,7 +71,7 @@ class Engine:
         self.thread.join(timeout)
 
     def _load(self) -> None:
-        from .student import load_model, pick_device
+        from ..student import load_model, pick_device
 
         self.model, self.tokenizer = load_model(self.name, device=pick_device(self.device))
         self.model.eval()

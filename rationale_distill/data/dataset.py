@@ -22,12 +22,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import option, to_dict
-from .errors import PluginError, UsageError
+from ..config import option, to_dict
+from ..errors import PluginError, UsageError
+from ..generation.parsing import same_answer
+from ..generation.prompts import strip_context
+from ..records import TeacherRecord, read_records, write_jsonl
 from .filters import Candidate, Context
-from .parsing import same_answer
-from .prompts import strip_context
-from .records import TeacherRecord, read_records, write_jsonl
 
 MODES = ("rationale", "context", "label-only", "single-task")
 SPLITS = ("train", "validation", "test")
@@ -74,7 +74,7 @@ class Reject:
 
 def build(records: list[TeacherRecord] | str, config: BuildConfig | None = None, plugins=None, **overrides):
     """Build training pairs from teacher records; returns (DatasetDict, report). Writes files when config.out is set."""
-    from .plugins import load_plugins
+    from ..plugins import load_plugins
 
     if isinstance(records, (str, os.PathLike)):
         config = config or BuildConfig(records=str(records))
@@ -428,7 +428,7 @@ def write_output(out: Path, dataset, rows, rejects, report, config) -> None:
     always the old build or the new one. A build killed midway leaves ``.OUT.PID.tmp`` (or ``.OUT.PID.old``)
     behind; the next build removes what a dead process left, first restoring ``out`` if the kill fell between the
     two renames."""
-    from .store import exclusive
+    from ..generation.store import exclusive
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(out.with_name(f".{out.name}.lock"), f"the dataset folder {out}", "pass another --out"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..errors import GenerationError, UsageError
+from ...errors import GenerationError, UsageError
 from ..limits import retry_delay
 from ..teachers import redact_url
 

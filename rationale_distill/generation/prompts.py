@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from .errors import BadRow, UsageError
+from ..errors import BadRow, UsageError
+from ..records import Part
 from .parsing import ANSWER_TYPES
-from .records import Part
 
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_]\w*)\}(?!\})")  # {field}, not {{literal}}
 FIELDS = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .parsing import same_answer
-from .records import Sample, TeacherRecord
+from ..generation.parsing import same_answer
+from ..records import Sample, TeacherRecord
 
 
 @dataclass
@@ -164,7 +164,7 @@ def judge(judge_model: str | None = None, judge_api_base: str | None = None, rec
     from .judging import ask_judge
 
     if not judge_model:
-        from .errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError("--filter judge needs --judge MODEL (a LiteLLM model string, e.g. openai/gpt-4o-mini)")
     verdicts, summary = ask_judge(judge_model, judge_api_base, records, build_config, before)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from .errors import UsageError
+from ..errors import UsageError
 from .teachers import Choice, Completion, LiteLLMTeacher, Request, Teacher, map_error, redact_url
 
 

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
-from .errors import GenerationError, Interrupted, TeacherError
+from ..errors import GenerationError, Interrupted, TeacherError
 from .limits import Budget, RateLimiter, retry_delay
 from .server_checks import PromptCheck, plausible_usage
 from .store import Store, call_key

@@ -21,8 +21,8 @@ import threading
 import time
 from dataclasses import replace
 
+from ..errors import GenerationError, Interrupted
 from .calls import Progress, Stats, run_calls
-from .errors import GenerationError, Interrupted
 from .limits import Budget
 from .store import Store
 

@@ -29,14 +29,13 @@ def ask_judge(model: str, api_base: str | None, records, build_config, before=()
     """Verdicts for every sample whose answer is the example's target and that the filters before the judge keep
     (each judged on its own; the others never reach the judge): {(record id, teacher, sample index): None to keep,
     or the reason to drop}, and a summary."""
+    from ..generation.calls import Call, Stats, run_calls
+    from ..generation.generate import GenerateConfig
+    from ..generation.parsing import same_answer
+    from ..generation.store import Store, call_key
+    from ..generation.teachers import LiteLLMTeacher, Request, install_providers
     from .dataset import BuildConfig, label_for
     from .filters import Candidate, Context
-    from .parsing import same_answer
-
-    from .calls import Call, Stats, run_calls
-    from .generate import GenerateConfig
-    from .store import Store, call_key
-    from .teachers import LiteLLMTeacher, Request, install_providers
 
     build_config = build_config or BuildConfig(records="<in memory>")
     teacher = LiteLLMTeacher(model, api_base=api_base, name=f"judge:{model}")
@@ -63,7 +62,7 @@ def ask_judge(model: str, api_base: str | None, records, build_config, before=()
     todo = {c.key: c for c in calls if not c.cached}  # equal questions are asked once
     stats = Stats(inputs=len(calls), calls=len(calls), cached=len(calls) - len(todo))
     if todo:
-        from .plugins import load_plugins
+        from ..plugins import load_plugins
 
         install_providers(load_plugins())
         config = GenerateConfig(data="<judge>", teachers=[model], api_base=api_base, concurrency=16, cache_dir=cache_dir)

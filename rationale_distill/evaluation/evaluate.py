@@ -11,13 +11,13 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import option, to_dict
-from .errors import UsageError
-from .parsing import ParseFailure, extract, find_answer, normalize, same_answer
-from .prompts import PromptSpec
-from .records import TeacherRecord, read_records
+from ..config import option, to_dict
+from ..errors import UsageError
+from ..generation.parsing import ParseFailure, extract, find_answer, normalize, same_answer
+from ..generation.prompts import PromptSpec
+from ..records import TeacherRecord, read_records
+from ..training import read_student
 from .stats import describe, paired, wilson
-from .training import read_student
 
 _MARKER = "So the answer is"  # the default answer marker
 
@@ -63,7 +63,9 @@ def score(predictions: list[str | None], golds: list[str | None], teacher: list[
     return result
 
 
-def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
+def load_examples(config: EvalConfig, meta: dict, plugins=None) -> list[Example]:
+    """The held-out examples: a built dataset folder's test split, or a data file read by the loader registered for
+    its type (JSONL, JSON, CSV, or a plugin's), as generation reads it."""
     student_input = meta["dataset"].get("student_input", {})
     prefix = student_input.get("answer_prefix", "")
     data = config.data or meta["config"]["data"]
@@ -83,13 +85,13 @@ def load_examples(config: EvalConfig, meta: dict) -> list[Example]:
             gold = row["gold"] if "gold" in row else _answer(completion, answer_type, options)  # held-out: the data's own
             examples.append(Example(prompt[len(prefix) :] if prompt.startswith(prefix) else prompt, prompt, gold))
     elif path.is_file():
-        from .default_plugins.loaders import load_jsonl
+        from ..generation.rows import load_rows
+        from ..plugins import load_plugins
 
         student_spec = PromptSpec(name="student input", template=student_input.get("template") or "{input}")
         input_field = config.input_field or student_input.get("input_field")
         examples = []
-        for lineno, row in load_jsonl(path):
-            where = f"{data}:{lineno}"
+        for where, row in load_rows(plugins or load_plugins(), str(data)):
             fields = dict(row)
             if input_field:
                 if input_field not in row:
@@ -133,10 +135,10 @@ def _answer(text: str, answer_type: str, options=None) -> str | None:
 def evaluate(config: EvalConfig, plugins=None) -> dict:
     """Evaluate a trained student; writes reports when config.out is set; returns the report dict. The student is
     loaded through the trainer plugin that made it (its ``load``); without one, as a causal LM."""
-    from .student import pick_device
+    from ..student import pick_device
 
     meta = read_student(config.student)
-    examples = load_examples(config, meta)
+    examples = load_examples(config, meta, plugins)
     student_input = meta["dataset"].get("student_input", {})
     answer_type, options = student_input.get("answer_type") or "text", student_input.get("options")
     device = pick_device(config.device)
@@ -178,7 +180,7 @@ def evaluate(config: EvalConfig, plugins=None) -> dict:
 
         warnings.warn(f"--rationales: a {meta['config']['trainer']} student writes no rationale", stacklevel=2)
     elif config.rationales:
-        from .student import as_trained, generate_answers
+        from ..student import as_trained, generate_answers
 
         model, tokenizer, chat, special = asked.lm
         rationale_prefix = meta["dataset"]["config"].get("rationale_prefix", "[rationale] ")
@@ -187,7 +189,7 @@ def evaluate(config: EvalConfig, plugins=None) -> dict:
         report["rationales"] = [{"input": e.input, "rationale": t} for e, t in zip(examples, texts)]
     if config.out:
         write_reports(Path(config.out), report)
-        from .training import model_card
+        from ..training import model_card
 
         table = markdown(report).split("\n\n")[1]  # the student-vs-teacher table
         (Path(config.student) / "README.md").write_text(model_card(meta, evaluation=f"{table}\n\nFull report: `{config.out}/report.md`"))
@@ -212,7 +214,7 @@ def trainer_loader(meta: dict, folder: str, plugins=None):
     """The ``load`` of the trainer plugin that wrote a classifier student; None for a causal LM (trl-sft)."""
     if meta.get("student_kind") != "classifier":
         return None
-    from .plugins import load_plugins
+    from ..plugins import load_plugins
 
     trainer = meta["config"]["trainer"]
     plugins = plugins or load_plugins()
@@ -236,7 +238,7 @@ def ask_classifier(load, config: EvalConfig, examples: list[Example], device: st
 
 def ask_lm(config: EvalConfig, meta: dict, examples: list[Example], device: str) -> Asked:
     """A causal-LM student's answers from the label prefix, timed in batches and one at a time."""
-    from .student import as_trained, generate_answers, load_model, parameter_count
+    from ..student import as_trained, generate_answers, load_model, parameter_count
 
     full_response = meta["dataset"]["config"]["mode"] in ("context", "single-task") and meta["dataset"]["config"].get("context_target", "response") == "response"
     max_new = config.max_new_tokens or (160 if full_response else 16)
@@ -265,7 +267,7 @@ def per_hour(config: EvalConfig) -> str:
 
 def served_size(student: str, meta: dict) -> dict:
     """Bytes on disk of what must be served: the student folder, plus the base model when it is a LoRA adapter."""
-    from .student import folder_bytes, resolve_student
+    from ..student import folder_bytes, resolve_student
 
     own = folder_bytes(student) - folder_bytes(Path(student) / "checkpoints")
     if not (Path(student) / "adapter_config.json").is_file():
@@ -330,9 +332,9 @@ def teacher_timing(config: EvalConfig, records: list[TeacherRecord]) -> dict:
     import time
     from types import SimpleNamespace
 
-    from .generate import resolve_teacher
-    from .plugins import load_plugins
-    from .teachers import Request, install_providers
+    from ..generation.generate import resolve_teacher
+    from ..generation.teachers import Request, install_providers
+    from ..plugins import load_plugins
 
     plugins = load_plugins()
     install_providers(plugins)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .errors import TeacherError, UsageError
+from ..errors import TeacherError, UsageError
 
 # Providers whose API accepts ``n`` (several choices from one request); others get separate seeded calls.
 TEXT_PROVIDERS = {"text-completion-openai", "hosted_vllm"}  # OpenAI-compatible servers with a /completions endpoint

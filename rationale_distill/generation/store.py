@@ -14,12 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from .errors import UsageError
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RDISTILL_CACHE_DIR") or Path.home() / ".cache" / "rationale-distill")
-
+from ..config import default_cache_dir
+from ..errors import UsageError
 
 KEY_VERSION = 2  # bumped when the key's recipe changes (2: the request as sent, not the data row)
 

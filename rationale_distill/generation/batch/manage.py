@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from ..errors import UsageError
+from ...errors import UsageError
 from .api import BatchAPI
 from .journal import TERMINAL, Journal, Submitted, journal_path
 

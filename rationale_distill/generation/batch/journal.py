@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store import default_cache_dir
+from ...config import default_cache_dir
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 

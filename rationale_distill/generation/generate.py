@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import default_cache_dir, option
+from ..errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageError
+from ..records import Sample, TeacherRecord, write_jsonl
 from .calls import Call, Stats, run_calls
-from .config import option
-from .errors import BudgetExceeded, CompletedWithFailures, PluginError, UsageError
 from .parsing import ParseFailure, parse_sample
 from .prompts import PromptSpec, resolve_prompt
-from .records import Sample, TeacherRecord, write_jsonl
 from .rows import (DEFAULT_WINDOW, Example, describe_answer_type, load_rows, prepare_row, prepare_rows, prompt_chars,  # noqa: F401
                    row_notes, settle_answer_type, skipped_path, within_window)  # prepare_row, load_rows: imported from here by users
-from .store import Store, call_key, default_cache_dir, exclusive
+from .store import Store, call_key, exclusive
 from .teachers import Request, Teacher, install_providers, parse_price
 
 
@@ -96,7 +96,7 @@ class Result:
 
 def generate(config: GenerateConfig, plugins=None, progress: bool = False) -> Result:
     """Run the generation stage. The CLI calls exactly this."""
-    from .plugins import load_plugins
+    from ..plugins import load_plugins
 
     plugins = plugins or load_plugins()
     spec = resolve_prompt(plugins, config.prompt)

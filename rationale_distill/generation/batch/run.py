@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import Interrupted, TeacherError, UsageError
 from ..calls import Call, Stats, journal_entry, merged_entry, record_failure, singles, split_entry
-from ..errors import Interrupted, TeacherError, UsageError
 from ..store import Store
 from ..teachers import error_from_status, redact_url
 from .api import BatchAPI, batch_cost

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import BadRow, UsageError
+from ..errors import BadRow, UsageError
 from .parsing import ANSWER_TYPES, ParseFailure, infer_answer_type, normalize
 from .prompts import PromptSpec, unusable
 

@@ -1,0 +1,2 @@
+"""Stage 4b, evaluation: the student against the gold labels and the teacher (accuracy, agreement, latency, size,
+cost), with intervals and significance."""
