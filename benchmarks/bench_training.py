@@ -52,7 +52,7 @@ def batches(n_batches: int, batch: int, vocab: int, seed: int = 0, per_task: boo
     per_task: each batch as two, one per task, each padded on its own (for the two-pass reference)."""
     import torch
 
-    from rationale_distill.training.sft import MultiTaskCollator
+    from rationale_distill.training.multitask import MultiTaskCollator
 
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -97,7 +97,7 @@ def make_model(size: str, device: str, student: str | None, lora: bool):
 def run_method(method: str, size: str, device: str, steps: int, batch: int, student: str | None = None, lora: bool = False) -> dict:
     import torch
 
-    from rationale_distill.training.sft import completion_positions, multitask_loss, task_token_counts
+    from rationale_distill.training.multitask import completion_positions, multitask_loss, task_token_counts
 
     model = make_model(size, device, student, lora)
     vocab = model.config.vocab_size

@@ -139,7 +139,8 @@ def _trainer_and_batch(ws, tmp_path, **kw):
 
     from rationale_distill.student import load_model
     from rationale_distill.training import load_split_rows
-    from rationale_distill.training.sft import MultiTaskCollator, make_trainer_class, objective_weights, soft_targets, tokenize_rows
+    from rationale_distill.training.multitask import MultiTaskCollator
+    from rationale_distill.training.sft import make_trainer_class, objective_weights, soft_targets, tokenize_rows
 
     config = TrainConfig(data=str(ws / "plain"), student=str(ws / "tiny"), out=str(tmp_path / "x"), **kw)
     model, tok = load_model(config.student)
@@ -160,7 +161,7 @@ def _trainer_and_batch(ws, tmp_path, **kw):
 def test_the_trainers_kd_objective_equals_a_hand_written_reference_in_value_and_gradient(ws, tmp_path, divergence_name, beta):
     """alpha * mean CE on the answer tokens + (1 - alpha) * T^2 * mean divergence over the same positions, from the
     full logits of both models, against the trainer's loss (chunked kernel, windowed counts)."""
-    from rationale_distill.training.sft import batch_counts
+    from rationale_distill.training.multitask import batch_counts
 
     alpha, temperature = 0.3, 2.0
     teacher_dir = ws / "deep"  # another model with the same tokenizer
@@ -244,7 +245,7 @@ def test_vote_shares_become_weighted_answer_rows(ws, tmp_path):
 
 def test_the_votes_term_is_the_vote_weighted_cross_entropy(ws, tmp_path):
     trainer, model, soft, batch = _trainer_and_batch(ws, tmp_path, objective="kd", kd_source="votes", kd_alpha=0.0)
-    from rationale_distill.training.sft import batch_counts
+    from rationale_distill.training.multitask import batch_counts
 
     model.train()
     trainer._window_counts = batch_counts(batch)
@@ -343,7 +344,7 @@ def test_precomputed_top_k_teacher_targets_equal_the_live_teacher_at_k_equal_voc
     the vocabulary the loss is the live teacher's (to float16 precision), with a small K it is an approximation."""
     from transformers import AutoTokenizer
 
-    from rationale_distill.training.sft import batch_counts
+    from rationale_distill.training.multitask import batch_counts
 
     vocab = len(AutoTokenizer.from_pretrained(str(ws / "tiny")))
     losses = {}
@@ -376,7 +377,7 @@ def test_kd_trains_a_lora_adapter_and_leaves_the_base_alone(ws, tmp_path):
 def test_on_policy_batches_score_the_students_own_samples_with_the_teacher(ws, tmp_path):
     """--kd-on-policy 1: the soft term is taken on completions the student samples from the same prompts (GKD's
     lambda), scored by the teacher reading its own prompt; the hard-label term stays on the data."""
-    from rationale_distill.training.sft import batch_counts
+    from rationale_distill.training.multitask import batch_counts
 
     trainer, model, soft, batch = _trainer_and_batch(ws, tmp_path, objective="kd", teacher_model=str(ws / "deep"), kd_on_policy=1.0)
     seen = []

@@ -19,7 +19,8 @@ from rationale_distill.errors import UsageError
 from rationale_distill.evaluation.evaluate import EvalConfig, evaluate, score
 from rationale_distill.testing.tiny import make_tiny_student
 from rationale_distill.training import TrainConfig, fingerprint, read_student, train
-from rationale_distill.training.sft import MultiTaskCollator, min_prompt_tokens, multitask_loss, task_token_counts, tokenize_row
+from rationale_distill.training.multitask import MultiTaskCollator, multitask_loss, task_token_counts
+from rationale_distill.training.sft import min_prompt_tokens, tokenize_row
 
 
 @pytest.fixture(scope="module")
@@ -432,7 +433,7 @@ def test_teacher_cost_is_one_answer_at_its_price_not_every_sample(workspace, tmp
 
 @pytest.mark.parametrize("name", ["linear-decay", "cosine-decay"])
 def test_a_decaying_rationale_weight_follows_its_schedule_step_by_step(workspace, tmp_path, name):
-    from rationale_distill.training.sft import schedule
+    from rationale_distill.training.multitask import schedule
 
     out = train(TrainConfig(data=str(workspace / "data"), student=str(workspace / "tiny"), out=str(tmp_path / "s"), max_steps=6,
                             batch_size=4, learning_rate=1e-3, logging_steps=1, eval_split="none", save_strategy="no",
@@ -471,7 +472,7 @@ def _spy_forward(monkeypatch, mask: str = "takes"):
 def test_the_lm_head_runs_at_completion_positions_only_with_the_same_loss_and_gradients(workspace, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from rationale_distill.training.sft import completion_positions, head_takes_a_mask
+    from rationale_distill.training.multitask import completion_positions, head_takes_a_mask
 
     model = AutoModelForCausalLM.from_pretrained(str(workspace / "tiny"))
     assert head_takes_a_mask(model) and model.training is False
