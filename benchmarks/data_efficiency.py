@@ -155,15 +155,22 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
     return result
 
 
-def teacher_accuracy(path: Path, out: Path = TEACHER) -> dict:
-    """The prompted teacher's accuracy on the test questions, with its 95% Wilson interval; kept beside the results
-    (TEACHER) so that --plot-only can rebuild the table without the work folder."""
-    from rationale_distill.records import read_records
+def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None) -> dict:
+    """The prompted teacher's accuracy on the test questions, with its 95% Wilson interval, and with ``train`` (its
+    records on the training questions) how much of its output survives the gold filter: the training questions with
+    at least one right sample (the pool every fraction is drawn from) and the right samples among all. Kept beside the
+    results (TEACHER) so that --plot-only can rebuild the table without the work folder."""
     from rationale_distill.evaluation.stats import wilson
+    from rationale_distill.records import read_records
 
     records = read_records(path)
     right = sum(r.majority == r.label for r in records)
     found = {"accuracy": right / len(records), "n": len(records), "ci95": wilson(right, len(records))}
+    if train is not None:
+        rows = read_records(train)
+        samples = [s for r in rows for s in r.samples]
+        found["train"] = {"questions": len(rows), "with_a_right_sample": sum(any(s.ok and s.answer == r.label for s in r.samples) for r in rows),
+                          "samples": len(samples), "right_samples": sum(s.ok and s.answer == r.label for r in rows for s in r.samples)}  # fmt: skip
     out.write_text(json.dumps(found) + "\n")
     return found
 
@@ -298,6 +305,10 @@ def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None
         table += "\n\n" + errors
     note = (f"The teacher ({teacher_name}; greedy, {teacher['n']} test questions): {100 * teacher['accuracy']:.1f}% (95% Wilson interval "
             f"{100 * teacher['ci95'][0]:.1f}-{100 * teacher['ci95'][1]:.1f})" if teacher else "")  # fmt: skip
+    if teacher and "train" in teacher:
+        t = teacher["train"]
+        note += (f". On the {t['questions']} training questions {t['right_samples']} of its {t['samples']} samples give the gold answer, and "
+                 f"{t['with_a_right_sample']} questions keep at least one (the examples every fraction is drawn from)")  # fmt: skip
     cmd = "python benchmarks/data_efficiency.py --seeds 3" + ("" if not tag(task, who) else f" --task {task} --teacher {who}")
     result_file(RESULTS / "data_efficiency.md", task, who).write_text(
         f"# Data efficiency, task {task}, teacher {who} (test accuracy %: mean ± std [95% t-interval of the mean] over n seeds; "
@@ -419,7 +430,7 @@ def main() -> None:
         return
     records, test_records = teacher_records(work, task, who)
     if not teacher_file.is_file():
-        teacher_accuracy(test_records, teacher_file)
+        teacher_accuracy(test_records, teacher_file, records)
     test_data = generation(work, task, who, test=True)[0].data
     default = FRACTIONS if task == "lookup" else STEP_FRACTIONS
     fractions = [float(x) for x in args.fractions.split(",")] if args.fractions else list(default)
@@ -442,7 +453,7 @@ def main() -> None:
         if unknown:
             parser.error(f"--methods: unknown {sorted(unknown)}; choose from {[*METHODS, EQUAL_STEPS]}")
         variants, path = [(m, None) for m in chosen], result_file(RUNS, task, who)
-        report = lambda: plot(teacher_accuracy(test_records, teacher_file), task, who)  # noqa: E731
+        report = lambda: plot(teacher_accuracy(test_records, teacher_file, records), task, who)  # noqa: E731
     done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path)}
     for seed in range(args.seeds):
         for fraction in fractions:
