@@ -260,6 +260,11 @@ def test_evaluate_student_against_gold_and_teacher(workspace, tmp_path, cli):
     raw.write_text('{"question": "What is 1 + 2?", "answer": 3}\n')
     report = evaluate(EvalConfig(student=str(out), data=str(raw), label_field="answer"))
     assert report["examples"][0]["input"] == "Q: What is 1 + 2?" and report["examples"][0]["gold"] == "3"
+    table = tmp_path / "raw.csv"  # any type a loader is registered for, as generate reads it
+    table.write_text('question,answer\n"What is 1 + 2?",3\n')
+    from_csv = evaluate(EvalConfig(student=str(out), data=str(table), label_field="answer"))
+    assert from_csv["examples"] == report["examples"]
+    assert from_csv["examples"][0]["input"] == "Q: What is 1 + 2?"
 
 
 def test_teacher_latency_measured_one_answer_at_a_time_like_the_student(workspace, tmp_path, make_server):

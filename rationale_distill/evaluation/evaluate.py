@@ -25,10 +25,10 @@ _MARKER = "So the answer is"  # the default answer marker
 @dataclass
 class EvalConfig:
     student: str = option(help="a student folder written by `rdistill train`", positional=True)
-    data: str | None = option(None, help="a dataset folder (its --split is used) or a JSONL file of rows with --input-field/--label-field (default: the student's own dataset)")
+    data: str | None = option(None, help="a dataset folder (its --split is used) or a data file (JSONL, JSON, CSV: any type a loader is registered for) of rows with --input-field/--label-field (default: the student's own dataset)")
     split: str = option("test", help="with a dataset folder: the split to evaluate on")
-    input_field: str | None = option(None, help="with a JSONL file: the field holding the input (default: the one used to generate)")
-    label_field: str | None = option(None, help="with a JSONL file: the field holding the gold label")
+    input_field: str | None = option(None, help="with a data file: the field holding the input (default: the one used to generate)")
+    label_field: str | None = option(None, help="with a data file: the field holding the gold label")
     teacher_records: str | None = option(None, help="teacher records JSONL, to compare with the teacher")
     out: str | None = option(None, help="report folder: report.json, report.md, report.png")
     max_new_tokens: int | None = option(None, help="tokens the student may generate per answer (default: 16, or 160 for full responses)", ge=1)
@@ -74,7 +74,7 @@ def load_examples(config: EvalConfig, meta: dict, plugins=None) -> list[Example]
     if path.is_dir():
         rows_path = path / f"{config.split}.jsonl"
         if not rows_path.is_file():
-            raise UsageError(f"{data}: no {config.split} split (pass --split, or --data with a JSONL file)")
+            raise UsageError(f"{data}: no {config.split} split (pass --split, or --data with a data file)")
         examples = []
         for line in rows_path.read_text().splitlines():
             row = json.loads(line)
