@@ -6,6 +6,8 @@
     python benchmarks/data_efficiency.py --faithful --fractions 0.25 --seeds 3   # multi-task with and without the grounded filter
     python benchmarks/data_efficiency.py --task twohop --teacher program --seeds 3   # a task whose answer needs steps (#14)
     python benchmarks/data_efficiency.py --task twohop --teacher program --seeds 3 --fractions 1 --methods label-only   # part of a grid
+    python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 0,0.25,4 --fractions 0.25   # the sweep on a step task
+    python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 1 --schedule linear-decay --fractions 0.25
 
 Tasks (--task): `lookup` (the demo's "who has what": the rationale is one copied clause), `twohop` (who has what, then
 where the thing is) and `arith` (two-step word problems), from examples/make_step_tasks.py; the answer of the last
