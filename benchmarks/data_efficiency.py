@@ -197,11 +197,21 @@ def cell(accs: list[float]) -> str:
     return f"{mean:.1f} ± {sd:.1f} [{max(0.0, low):.0f}-{min(100.0, high):.0f}] (n={len(accs)})"
 
 
+def paired_cell(diffs: list[float]) -> str:
+    """Paired differences in points: mean [95% t-interval] (each seed); one difference as itself; none as "-"."""
+    from rationale_distill.evaluation.stats import mean_interval
+
+    if not diffs:
+        return "-"
+    if len(diffs) == 1:
+        return f"{diffs[0]:+.1f} (n=1)"
+    mean, low, high = mean_interval(diffs)
+    return f"{mean:+.1f} [{low:+.0f} to {high:+.0f}] ({'/'.join(f'{d:+.0f}' for d in diffs)})"
+
+
 def paired_table(runs: list[dict], fractions: list[float]) -> str:
     """Multi-task minus each control on the same subset and seed, in points: mean [95% t-interval] (per-seed values).
     Paired, so the seed-to-seed spread of the subsets cancels: tighter than comparing the two columns above."""
-    from rationale_distill.evaluation.stats import mean_interval
-
     acc = {(r["method"], r["fraction"], r["seed"]): 100 * r["accuracy"] for r in runs}
     lines = ["Paired by seed (multi-task minus the control, points; mean [95% t-interval] (each seed)):", "",
              "| multi-task minus | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]  # fmt: skip
@@ -212,12 +222,7 @@ def paired_table(runs: list[dict], fractions: list[float]) -> str:
         for f in fractions:
             diffs = [acc[("multi-task", f, seed)] - acc[(control, f, seed)] for (m, ff, seed) in acc
                      if m == "multi-task" and ff == f and (control, f, seed) in acc]  # fmt: skip
-            if not diffs:
-                cells.append("-")
-                continue
-            mean, low, high = mean_interval(diffs)
-            each = "/".join(f"{d:+.0f}" for d in diffs)
-            cells.append(f"{mean:+.1f} [{low:+.0f} to {high:+.0f}] ({each})" if len(diffs) > 1 else f"{mean:+.1f} (n=1)")
+            cells.append(paired_cell(diffs))
         lines.append(f"| {control} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -334,8 +339,6 @@ def lambda_table(task: str = "lookup", who: str = "gemma") -> None:
     """Multi-task accuracy by lambda and schedule, beside label-only, its equal-steps control and multi-task at the
     default (lambda 1, constant) from the main runs, on the same subsets and seeds; then each variant minus the
     default, paired by seed (the seed-to-seed spread of the subsets cancels)."""
-    from rationale_distill.evaluation.stats import mean_interval
-
     swept = [{**r, "schedule": name} for name, path in sweep_files(task, who) for r in read_runs(path)]
     main_runs = read_runs(result_file(RUNS, task, who))
     fractions = sorted({r["fraction"] for r in swept})
@@ -360,11 +363,7 @@ def lambda_table(task: str = "lookup", who: str = "gemma") -> None:
         cells = []
         for f in fractions:
             diffs = [100 * r["accuracy"] - base[(f, r["seed"])] for r in pool if r["fraction"] == f and r["seed"] in seeds and (f, r["seed"]) in base]
-            if len(diffs) < 2:
-                cells.append(f"{diffs[0]:+.1f} (n=1)" if diffs else "-")
-                continue
-            mean, low, high = mean_interval(diffs)
-            cells.append(f"{mean:+.1f} [{low:+.0f} to {high:+.0f}] ({'/'.join(f'{d:+.0f}' for d in diffs)})")
+            cells.append(paired_cell(diffs))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     where = "" if not tag(task, who) else f" --task {task} --teacher {who}"

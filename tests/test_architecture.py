@@ -13,7 +13,7 @@ WIRING = {"__init__", "cli", "pipeline", "default_plugins", "testing", "demo"}  
 def imports(path: Path) -> set[str]:
     """Every rationale_distill module this file imports (lazy ones in functions too), as absolute dotted names."""
     here = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    package = here[:-1] if here[-1] != "__init__" else here[:-1]
+    package = here[:-1]  # a module's package, or for __init__.py the package itself
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):

@@ -72,7 +72,7 @@ def multitask_loss(logits, labels, task_ids, weights, counts) -> tuple[torch.Ten
     tensor), and the cross-entropy is computed only at completion positions: prompt and padding positions never
     reach the softmax."""
     targets = F.pad(labels, (0, 1), value=-100)[:, 1:]  # (B, T): position i predicts token i+1
-    valid = targets != -100  # (B, T)
+    valid = completion_positions(labels)  # (B, T): targets != -100
     picked = logits[valid] if logits.dim() == 3 else logits
     token_loss = F.cross_entropy(picked.float(), targets[valid], reduction="none")  # (N,) completion tokens
     token_task = task_ids[:, None].expand_as(targets)[valid]  # (N,)
