@@ -5,6 +5,7 @@
     python benchmarks/bench_training.py --size 270m --steps 3 --rounds 2   # the embedded student's shape (vocabulary 262k)
     python benchmarks/bench_training.py --student gemma-3-270m --lora --methods one-pass,one-pass-full-logits --steps 4 --rounds 3
                                                     # the embedded pretrained student with LoRA, as the benchmarks train it
+    python benchmarks/bench_training.py --methods kd,kd-full-logits --rounds 5   # the soft-target step, head masked or not
 
 one-pass   ours, as the trainer runs it: label and rationale rows share one forward pass, L = L_label + lambda *
            L_rationale, and the LM head runs at completion positions only (a boolean logits_to_keep)
@@ -13,10 +14,15 @@ one-pass-full-logits   the same step with the LM head at every position (the tra
 two-pass   google-research/distilling-step-by-step, re-implemented: one forward pass per task, then the sum; each
            task's rows are collated (padded) on their own, as that recipe's per-task batches are
 plain-sft  what TRL's SFTTrainer optimises on the same tokens: the model's own mean loss over completion tokens
+kd         the trainer's multitask+kd step with a white-box teacher (--kd-source teacher): one-pass's loss plus the
+           full-vocabulary divergence to a teacher of the same shape (another random init, or the same pretrained
+           student), from the student's hidden states at the completion positions (TRL's chunked kernel); the LM head
+           at completion positions only
+kd-full-logits   the same step with the LM head at every position (the trainer's KD step before the head mask)
 Each method runs in its own process (so peak memory is its own), with the same seed, rows and AdamW; the three run
 in turn for --rounds rounds, and the table gives the median step time over rounds with its range.
 Targets: one-pass step time <= 0.6x two-pass; one-pass throughput >= 0.95x plain SFT; one-pass step time <= 0.8x
-one-pass-full-logits.
+one-pass-full-logits; kd step time <= 0.8x kd-full-logits.
 """
 
 from __future__ import annotations
@@ -39,11 +45,12 @@ SIZES = {  # hidden, layers, heads, kv heads, intermediate, vocab
 }
 
 
-METHODS = ("one-pass", "one-pass-full-logits", "two-pass", "plain-sft")
-TARGETS = (  # (the other method, what is compared, target, in words): one-pass against each
-    ("one-pass-full-logits", "step_s", 0.8, "step time"),
-    ("two-pass", "step_s", 0.6, "step time"),
-    ("plain-sft", "tokens_per_s", 0.95, "throughput"),
+METHODS = ("one-pass", "one-pass-full-logits", "two-pass", "plain-sft", "kd", "kd-full-logits")
+TARGETS = (  # (the method, the other method, what is compared, target, in words)
+    ("one-pass", "one-pass-full-logits", "step_s", 0.8, "step time"),
+    ("one-pass", "two-pass", "step_s", 0.6, "step time"),
+    ("one-pass", "plain-sft", "tokens_per_s", 0.95, "throughput"),
+    ("kd", "kd-full-logits", "step_s", 0.8, "step time"),
 )
 
 
@@ -69,14 +76,14 @@ def batches(n_batches: int, batch: int, vocab: int, seed: int = 0, per_task: boo
     return out
 
 
-def make_model(size: str, device: str, student: str | None, lora: bool):
+def make_model(size: str, device: str, student: str | None, lora: bool, seed: int = 0):
     """A Qwen2-shaped model of SIZES[size] from a random init, or a real ``student`` (a name the trainer takes); with
     ``lora`` the trainer's default adapter (r 16, all linear layers) on it."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     if student:
         from rationale_distill.student import load_model
 
@@ -97,9 +104,15 @@ def make_model(size: str, device: str, student: str | None, lora: bool):
 def run_method(method: str, size: str, device: str, steps: int, batch: int, student: str | None = None, lora: bool = False) -> dict:
     import torch
 
-    from rationale_distill.training.multitask import completion_positions, multitask_loss, task_token_counts
+    from rationale_distill.training.divergence import full_divergence
+    from rationale_distill.training.multitask import completion_positions, multitask_loss, rows_at, task_token_counts
 
     model = make_model(size, device, student, lora)
+    if method.startswith("kd"):  # the teacher, read without gradients as the trainer's white-box source reads it
+        teacher = make_model(size, device, student, lora=False, seed=1).eval().requires_grad_(False)
+        head, teacher_head = model.get_output_embeddings(), teacher.get_output_embeddings().weight
+        captured = {}
+        head.register_forward_hook(lambda module, args, out: captured.__setitem__("h", args[0]))  # what the head read
     vocab = model.config.vocab_size
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     per_task = method == "two-pass"
@@ -107,10 +120,18 @@ def run_method(method: str, size: str, device: str, steps: int, batch: int, stud
     data = [[{k: v.to(device) for k, v in part.items()} for part in b] if per_task else {k: v.to(device) for k, v in b.items()} for b in raw]
 
     def step(b):
-        if method.startswith("one-pass"):
-            keep = {} if method == "one-pass-full-logits" else {"logits_to_keep": completion_positions(b["labels"])}
+        if method.startswith(("one-pass", "kd")):
+            at = completion_positions(b["labels"])
+            kept = None if method.endswith("full-logits") else at
+            keep = {} if kept is None else {"logits_to_keep": kept}
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **keep).logits
             loss, _ = multitask_loss(logits, b["labels"], b["task_ids"], (1.0, 1.0), task_token_counts(b["labels"], b["task_ids"]))
+            if method.startswith("kd"):  # + kd weight 0.5 * T^2 * the mean divergence at the completion positions (T 2)
+                with torch.no_grad():
+                    t_hidden = teacher.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state[at]
+                kd = full_divergence(rows_at(captured["h"], kept, at), head.weight, t_hidden, teacher_head, 0.0, 2.0,
+                                     s_model=model, t_model=teacher)  # fmt: skip
+                loss = loss + 0.5 * 4.0 * kd.mean()
         elif method == "two-pass":
             loss = 0
             for part in b:  # one task's rows, padded on their own
@@ -168,7 +189,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="each method runs once per round, in turn")
     parser.add_argument("--student", help="a real model instead of a random init (e.g. gemma-3-270m, the embedded student)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (r 16, all linear layers), as the trainer's --lora does")
-    parser.add_argument("--methods", default="one-pass,one-pass-full-logits,two-pass,plain-sft", help="comma-separated, of those above")
+    parser.add_argument("--methods", default="one-pass,one-pass-full-logits,two-pass,plain-sft", help="comma-separated, of those above (kd and kd-full-logits: the soft-target step)")
     parser.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method in this process
     args = parser.parse_args()
     steps = args.steps or (20 if args.device == "cuda" else 10)
@@ -177,8 +198,8 @@ def main() -> None:
         return
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = set(methods) - set(METHODS)
-    if unknown or "one-pass" not in methods:
-        parser.error(f"--methods: one-pass and any of {list(METHODS)} (unknown: {sorted(unknown)})")
+    if unknown or not methods:
+        parser.error(f"--methods: any of {list(METHODS)} (unknown: {sorted(unknown)})")
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for r in range(args.rounds):  # the methods in turn, so a slow spell of the machine hits all of them
         for method in methods:
@@ -196,7 +217,7 @@ def main() -> None:
                            "rounds": xs}  # fmt: skip
         if "mfu" in xs[0]:
             results[method]["mfu"] = statistics.median(x["mfu"] for x in xs)
-    one = results["one-pass"]
+    one = results[methods[0]]
     lines = [f"| method | step (s), median [min-max] of {args.rounds} rounds | tokens/s | peak memory (GB) |" + (" MFU |" if "mfu" in one else ""),
              "|---|---|---|---|" + ("---|" if "mfu" in one else "")]  # fmt: skip
     for r in results.values():
@@ -205,15 +226,15 @@ def main() -> None:
     lines.append("")
     # the ratio in each round (the methods of one round ran back to back), then its median and range
     results["ratios"] = {}
-    for other, key, target, what in TARGETS:
-        if other not in runs:
+    for mine, other, key, target, what in TARGETS:
+        if mine not in runs or other not in runs:
             continue
-        per_round = [a[key] / b[key] for a, b in zip(runs["one-pass"], runs[other])]
+        per_round = [a[key] / b[key] for a, b in zip(runs[mine], runs[other])]
         higher_is_better = key == "tokens_per_s"
         verdict = statistics.median(per_round) >= target if higher_is_better else statistics.median(per_round) <= target
-        results["ratios"][f"one_pass_over_{other}_{key}"] = per_round
+        results["ratios"][f"{mine.replace('-', '_')}_over_{other}_{key}"] = per_round
         sign = ">=" if higher_is_better else "<="
-        lines.append(f"one-pass {what} / {other}: {statistics.median(per_round):.2f}x [{min(per_round):.2f}-{max(per_round):.2f}] "
+        lines.append(f"{mine} {what} / {other}: {statistics.median(per_round):.2f}x [{min(per_round):.2f}-{max(per_round):.2f}] "
                      f"(target {sign} {target}x: {'PASS' if verdict else 'MISS'})")  # fmt: skip
     model = f"{args.student} (pretrained)" if args.student else f"{args.size} (random init)"
     trained = f"{one['params'] / 1e6:.1f}M parameters" + (f" ({one['trained_params'] / 1e6:.2f}M trained: LoRA r 16, all linear layers)" if args.lora else "")
@@ -222,7 +243,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    name = f"training-{args.device}-{args.student or args.size}" + ("-lora" if args.lora else "")
+    name = f"training-{args.device}-{args.student or args.size}" + ("-lora" if args.lora else "") + ("-kd" if all(m.startswith("kd") for m in methods) else "")
     cmd = " ".join(sys.argv[1:]) or f"--device {args.device} --size {args.size}"
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(f"# Training step cost ({args.device}, {args.student or args.size}{', LoRA' if args.lora else ''})\n\n"

@@ -23,7 +23,8 @@ re-run makes no teacher call). Students: Gemma 3 270M + LoRA trained with label-
 single-task (rationale and answer in one target) and multi-task (ours: [label] and [rationale] rows), on 12.5%,
 25%, 50% and 100% of the examples that kept a correct rationale (the same subset for every method at a given
 seed), same hyper-parameters, then scored on the 100 held-out questions. Each finished run is appended to
-benchmarks/results/data_efficiency.jsonl and skipped on a re-run, so the experiment resumes after an interruption.
+benchmarks/results/data_efficiency.jsonl (with its wall time and torch threads) and skipped on a re-run, so the
+experiment resumes after an interruption; a progress bar counts the grid's runs still to make.
 The lambda sweep trains multi-task students with other weights on the rationale loss (L = L_label + lambda *
 L_rationale; lambda = 0 keeps the [label]/[rationale] rows and their prefixes but learns nothing from rationales, a
 control for the prefixes and the doubled row count) into data_efficiency_lambda.{jsonl,md}. --faithful trains
@@ -122,9 +123,11 @@ EPOCHS, BATCH = 2, 8
 def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path, rationale_weight: float = 1.0,
             filters: list[str] | None = None, schedule: str = "constant", max_length: int = 96) -> dict:  # fmt: skip
     import math
+    import time
 
     import rationale_distill as rd
 
+    started = time.perf_counter()
     sub = subset(records, fraction, seed, work)
     mode = METHODS.get(method, "label-only")
 
@@ -150,11 +153,19 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
               "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"],
               "latency_s": evaluation["student"]["latency_s"], "max_steps": max_steps,
               # each held-out question's answer, in the test file's order: for error analysis (which step went wrong)
-              "predictions": [e["student"] for e in evaluation["examples"]]}  # fmt: skip
+              "predictions": [e["student"] for e in evaluation["examples"]],
+              # the run's wall time (build, train, evaluate) and the threads it had: what a grid costs
+              "wall_s": round(time.perf_counter() - started, 1), "threads": torch_threads()}  # fmt: skip
     if filters:
         result["filters"] = filters
         result["dropped"] = {k: v for k, v in report["filters"].items() if k not in ("kept", "extra-rationale")}
     return result
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None) -> dict:
@@ -417,6 +428,8 @@ def main() -> None:
                                           "e.g. to spend CPU where an interval is widest first")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tqdm.auto import tqdm
+
     RESULTS.mkdir(exist_ok=True)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -456,22 +469,26 @@ def main() -> None:
         variants, path = [(m, None) for m in chosen], result_file(RUNS, task, who)
         report = lambda: plot(teacher_accuracy(test_records, teacher_file, records), task, who)  # noqa: E731
     done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path)}
-    for seed in range(args.seeds):
-        for fraction in fractions:
-            for method, lam in variants:
-                if (method, lam, fraction, seed) in done:
-                    continue
-                filters = variant_filters.get(lam)
-                weight = 1.0 if lam is None or filters else lam
-                result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=weight, filters=filters,
-                                 schedule=args.schedule if args.lambdas else "constant", max_length=max_length)  # fmt: skip
-                if filters:
-                    result["arm"] = lam
-                elif lam is not None:
-                    result["lambda"] = lam
-                print(json.dumps(result), flush=True)
-                with path.open("a") as fh:
-                    fh.write(json.dumps(result) + "\n")
+    plan = [(seed, fraction, method, lam) for seed in range(args.seeds) for fraction in fractions for method, lam in variants
+            if (method, lam, fraction, seed) not in done]  # fmt: skip
+    print(f"{len(plan)} runs to make ({len(done)} done in {path.name})", flush=True)
+    grid = tqdm(plan, desc=f"data efficiency ({task}, {who})", unit="run", position=0)
+    for i, (seed, fraction, method, lam) in enumerate(grid):
+        grid.set_postfix_str(f"{method}, {fraction:g}, seed {seed}")
+        filters = variant_filters.get(lam)
+        weight = 1.0 if lam is None or filters else lam
+        result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=weight, filters=filters,
+                         schedule=args.schedule if args.lambdas else "constant", max_length=max_length)  # fmt: skip
+        if filters:
+            result["arm"] = lam
+        elif lam is not None:
+            result["lambda"] = lam
+        grid.write(json.dumps({k: v for k, v in result.items() if k != "predictions"}))
+        with path.open("a") as fh:
+            fh.write(json.dumps(result) + "\n")
+        if i + 1 == len(plan) or plan[i + 1][0] != seed:  # a seed's last run: tables and plot so far
+            report()
+    if not plan:
         report()
 
 if __name__ == "__main__":

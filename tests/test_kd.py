@@ -258,6 +258,43 @@ def test_the_votes_term_is_the_vote_weighted_cross_entropy(ws, tmp_path):
     assert (batch["task_ids"] == 2).any() and abs(loss.item() - expected.item()) < 1e-5
 
 
+KD_SOURCES = {"teacher": {}, "teacher-topk": {"kd_top_k": 4}, "votes": {"kd_source": "votes"},
+              "on-policy": {"kd_source": "teacher", "kd_on_policy": 1.0}, "multitask+kd": {"objective": "multitask+kd", "kd_source": "teacher"}}
+
+
+@pytest.mark.parametrize("source", sorted(KD_SOURCES))
+def test_with_soft_targets_the_students_head_runs_only_where_a_loss_reads_it(ws, tmp_path, source):
+    """The training forward asks for logits at completion and soft-target positions only ((N, V), as without soft
+    targets), and every source's loss and gradients equal those of the full (B, T, V) logits."""
+    import random
+
+    from rationale_distill.training.multitask import batch_counts
+
+    kw = {"objective": "kd", "kd_source": source, "teacher_model": str(ws / "deep"), "kd_temperature": 2.0, **KD_SOURCES[source]}
+    if kw["kd_source"] == "votes":
+        del kw["teacher_model"]
+    trainer, model, soft, batch = _trainer_and_batch(ws, tmp_path, **kw)
+    model.train()
+    trainer._window_counts = batch_counts(batch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dims = []
+    hook = model.register_forward_hook(lambda module, args, out: dims.append(out.logits.dim()) if module.training else None)
+
+    def loss_and_grads(masked: bool):
+        trainer._head_takes_a_mask, trainer._rng = masked, random.Random(0)
+        torch.manual_seed(0)  # the on-policy samples: the same completions both times
+        dims.clear()
+        loss = trainer.compute_loss(model, dict(batch))
+        return loss, torch.autograd.grad(loss, params), list(dims)
+
+    full, full_grads, full_dims = loss_and_grads(masked=False)
+    cut, cut_grads, cut_dims = loss_and_grads(masked=True)
+    hook.remove()
+    assert full_dims and set(full_dims) == {3} and set(cut_dims) == {2} and len(cut_dims) == len(full_dims)
+    assert abs(full.item() - cut.item()) < 1e-5 and full.item() > 0
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(full_grads, cut_grads))
+
+
 def test_api_logprobs_become_top_k_targets_on_the_answer_tokens(ws, tmp_path):
     """Records' top-K logprobs spelled in the student's own token pieces (as a teacher with its tokenizer returns them)
     train the student; spelled in another tokenizer's pieces they are refused in one line naming both."""

@@ -255,7 +255,7 @@ def test_hook_register_soft_targets(tmp_path, make_server):
             return {"kd_mask": completion_mask(len(item["input_ids"]), prompt_len)}
 
         def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
-            s = logits[kd_mask > 0].float().log_softmax(-1)
+            s = logits.float().log_softmax(-1)  # (N, V): the student's logits at the target positions
             return divergence(s, torch.full_like(s, -math.log(s.shape[-1])), self.settings.beta)
 
     class Plugin:

@@ -90,7 +90,10 @@ class SoftTargets:
         """Called once every split is tokenized: drop what only ``features`` needed."""
 
     def per_token(self, trainer, model, inputs: dict, extra: dict, kd_mask, hidden, logits) -> torch.Tensor:
-        """The divergence at each position with a target, in ``kd_mask``'s row-major order (N,)."""
+        """The divergence at each position with a target, in ``kd_mask``'s row-major order (N,). ``hidden`` (N, H)
+        (what the student's LM head read; None unless the source needs it) and ``logits`` (N, V) are already taken at
+        those positions (``kd_mask > 0``, row-major: the model computes its head there only); ``inputs`` and
+        ``extra`` are the micro-batch's (B, T, ...) tensors, to be indexed with ``kd_mask > 0``."""
         raise NotImplementedError
 
     def count(self, key: str, n: int = 1) -> None:
@@ -170,10 +173,9 @@ class TeacherModel(SoftTargets):
                                                attention_mask=extra["teacher_attention_mask"].to(self.device),
                                                use_cache=False).last_hidden_state  # fmt: skip
         t_hidden = t_hidden.to(hidden.device)[extra["teacher_kd_mask"].to(hidden.device) > 0]
-        s_hidden = hidden[kd_mask > 0]
-        if s_hidden.shape[0] != t_hidden.shape[0]:
-            raise RuntimeError(f"soft targets: {s_hidden.shape[0]} student positions against {t_hidden.shape[0]} teacher positions")
-        return full_divergence(s_hidden, model.get_output_embeddings().weight, t_hidden, self.teacher_head,
+        if hidden.shape[0] != t_hidden.shape[0]:
+            raise RuntimeError(f"soft targets: {hidden.shape[0]} student positions against {t_hidden.shape[0]} teacher positions")
+        return full_divergence(hidden, model.get_output_embeddings().weight, t_hidden, self.teacher_head,
                                self.settings.beta, self.settings.temperature, s_model=model, t_model=self.teacher)  # fmt: skip
 
     def sample_from_student(self, model, inputs, extra, kd_mask) -> list[dict]:
@@ -222,7 +224,7 @@ class TopKTargets:
 
     def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
         at = kd_mask > 0
-        return topk_divergence(logits[at], extra["topk_ids"][at], extra["topk_logprobs"][at], self.settings.beta,
+        return topk_divergence(logits, extra["topk_ids"][at], extra["topk_logprobs"][at], self.settings.beta,
                                self.settings.temperature)  # fmt: skip
 
 
@@ -378,8 +380,7 @@ class VoteShares(SoftTargets):
 
     def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
         targets = F.pad(inputs["labels"], (0, 1), value=-100)[:, 1:]
-        at = kd_mask > 0
-        return F.cross_entropy(logits[at].float(), targets[at], reduction="none")
+        return F.cross_entropy(logits.float(), targets[kd_mask > 0], reduction="none")
 
 
 SOURCES = {cls.name: cls for cls in (TeacherModel, TeacherTopK, TopLogprobs, VoteShares)}

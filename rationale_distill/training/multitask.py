@@ -64,6 +64,16 @@ def completion_positions(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels, (0, 1), value=-100)[:, 1:] != -100
 
 
+def rows_at(x: torch.Tensor | None, kept: torch.Tensor | None, where: torch.Tensor) -> torch.Tensor | None:
+    """``x``'s rows at the (B, T) mask ``where``, row-major. ``x`` is (B, T, ...) when ``kept`` is None, or already
+    (N, ...) at the positions of the mask ``kept`` (the model computed its head there only; ``where`` is inside it)."""
+    if x is None:
+        return None
+    if kept is None:
+        return x[where]
+    return x if torch.equal(where, kept) else x[where[kept]]
+
+
 def multitask_loss(logits, labels, task_ids, weights, counts) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """sum_t weights[t] * (sum of task-t token losses) / counts[t]; returns (loss, per-task mean losses).
 

@@ -27,7 +27,7 @@ from ..errors import UsageError
 from ..student import load_model, parameter_count, pick_device
 from . import (CHECKPOINT_MARK, LENGTH, TrainConfig, begin_output, finish_output, fingerprint, load_split_rows,
                        model_card, pick_checkpoint)
-from .multitask import MultiTaskCollator, batch_counts, completion_positions, head_takes_a_mask, multitask_loss, schedule
+from .multitask import MultiTaskCollator, batch_counts, completion_positions, head_takes_a_mask, multitask_loss, rows_at, schedule
 
 TASK_IDS = {"label": 0, "context": 0, "single": 0, "rationale": 1, "soft": 2}  # answer, rationale, soft answer (votes)
 
@@ -134,10 +134,12 @@ def make_trainer_class():
                 if hook is not None:
                     hook.remove()
 
-        def _soft_term(self, model, inputs, labels, extra, kd_mask, hidden, logits, mode):
+        def _soft_term(self, model, inputs, labels, extra, kd_mask, hidden, logits, kept, mode):
             """The sum of the weighted divergences at this micro-batch's soft-target positions (before T^2 and the
-            window's normaliser). On an on-policy batch (GKD) they are taken on completions the student samples now,
-            scored by the teacher, and their mean stands in for this micro-batch's share of the soft-target mass."""
+            window's normaliser). ``hidden`` and ``logits`` are what the model's head read and wrote: at every
+            position, or at ``kept`` only; the source gets them at its target positions. On an on-policy batch (GKD)
+            they are taken on completions the student samples now, scored by the teacher, and their mean stands in
+            for this micro-batch's share of the soft-target mass."""
             unwrapped = self.accelerator.unwrap_model(model)
             policy = self.soft.settings.on_policy if model.training else 0.0
             if policy and self._rng.random() < policy:
@@ -145,14 +147,19 @@ def make_trainer_class():
                 batch = {k: v.to(kd_mask.device) for k, v in batch.items()}
                 s_inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
                 s_extra, s_mask = {k: batch[k] for k in self.soft.fields}, batch["kd_mask"]
-                s_out, s_hidden = self._forward(model, s_inputs, capture=True)
-                per_token = self.soft.per_token(self, unwrapped, s_inputs, s_extra, s_mask, s_hidden, s_out.logits)
+                s_kept = s_mask > 0 if self._masked_head(model) else None
+                s_out, s_hidden = self._forward(model, {**s_inputs, "logits_to_keep": s_kept} if s_kept is not None else s_inputs, capture=True)
+                at = s_mask > 0
+                per_token = self.soft.per_token(self, unwrapped, s_inputs, s_extra, s_mask, rows_at(s_hidden, s_kept, at),
+                                                rows_at(s_out.logits, s_kept, at))  # fmt: skip
                 self._metrics[mode]["on_policy"].append(1.0)
                 return per_token.mean() * kd_mask.sum()
             if policy:
                 self._metrics[mode]["on_policy"].append(0.0)
-            per_token = self.soft.per_token(self, unwrapped, {"labels": labels, **inputs}, extra, kd_mask, hidden, logits)
-            return (per_token * kd_mask[kd_mask > 0]).sum()
+            at = kd_mask > 0
+            per_token = self.soft.per_token(self, unwrapped, {"labels": labels, **inputs}, extra, kd_mask, rows_at(hidden, kept, at),
+                                            rows_at(logits, kept, at))  # fmt: skip
+            return (per_token * kd_mask[at]).sum()
 
         def _masked_head(self, model) -> bool:
             if self._head_takes_a_mask is None:
@@ -174,16 +181,19 @@ def make_trainer_class():
             labels, task_ids = inputs.pop("labels"), inputs.pop("task_ids")
             kd_mask = inputs.pop("kd_mask", None)
             extra = {k: inputs.pop(k) for k in (self.soft.fields if self.soft else ())}
-            if self.soft is None and not return_outputs and self._masked_head(model):  # the head at completion positions only
-                inputs = {**inputs, "logits_to_keep": completion_positions(labels)}
-            outputs, hidden = self._forward(model, inputs, capture=self.soft is not None)  # one pass for every task
+            kept = None  # the head at every position, or only where a loss reads it: completion and soft-target positions
+            if not return_outputs and self._masked_head(model):
+                kept = completion_positions(labels) if kd_mask is None else completion_positions(labels) | (kd_mask > 0)
+            outputs, hidden = self._forward(model, {**inputs, "logits_to_keep": kept} if kept is not None else inputs,
+                                            capture=self.soft is not None)  # one pass for every task  # fmt: skip
             weights = self.task_weights
             if model.training and self.rationale_schedule != "constant" and self.state.max_steps:
                 weights = (weights[0], weights[1] * schedule(self.rationale_schedule, self.state.global_step / self.state.max_steps))
-            loss, (label_loss, rationale_loss) = multitask_loss(outputs.logits, labels, task_ids, weights, counts[:2])
+            label_logits = outputs.logits if kept is None else rows_at(outputs.logits, kept, completion_positions(labels))
+            loss, (label_loss, rationale_loss) = multitask_loss(label_logits, labels, task_ids, weights, counts[:2])
             mode = "train" if model.training else "eval"
             if self.soft is not None and kd_mask is not None and bool((kd_mask > 0).any()):
-                kd_sum = self._soft_term(model, inputs, labels, extra, kd_mask, hidden, outputs.logits, mode)
+                kd_sum = self._soft_term(model, inputs, labels, extra, kd_mask, hidden, outputs.logits, kept, mode)
                 scale = self.soft.settings.temperature**2 if self.soft.tempered else 1.0
                 loss = loss + self.kd_weight * scale * kd_sum / counts[2].clamp(min=1e-12)
                 self._metrics[mode]["loss_kd"].append((kd_sum / kd_mask.sum()).item())
