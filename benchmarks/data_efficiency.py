@@ -336,6 +336,81 @@ def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None
     print(note)
 
 
+SUMMARY = RESULTS / "data_efficiency-summary.md"
+
+
+def goals(runs: list[dict]) -> dict:
+    """Issue #14's two goals on one task and teacher, from its main grid's runs, paired by seed (the same subset).
+    ``paired``: per fraction, multi-task minus label-only in points (the differences, and (mean, low, high) of the
+    95% t-interval). ``below`` / ``above``: the fractions where that interval lies wholly under / over zero (two or
+    more seeds). ``half``: label-only's mean at 100%, and the smallest fraction <= 50% whose multi-task mean reaches
+    it (with multi-task at that fraction minus label-only at 100%, by seed), None where none does."""
+    from rationale_distill.evaluation.stats import mean_interval
+
+    acc = {(r["method"], r["fraction"], r["seed"]): 100 * r["accuracy"] for r in runs}
+    fractions = sorted({f for _, f, _ in acc})
+    paired = {}
+    for f in fractions:
+        diffs = [acc[("multi-task", f, s)] - acc[("label-only", f, s)] for m, ff, s in acc
+                 if (m, ff) == ("multi-task", f) and ("label-only", f, s) in acc]  # fmt: skip
+        if diffs:
+            paired[f] = (diffs, mean_interval(diffs))
+    found = {"fractions": fractions, "paired": paired,
+             "below": [f for f, (d, (_, _, high)) in paired.items() if len(d) > 1 and high < 0],
+             "above": [f for f, (d, (_, low, _)) in paired.items() if len(d) > 1 and low > 0], "half": None}  # fmt: skip
+    full = [a for (m, f, _), a in acc.items() if (m, f) == ("label-only", 1.0)]
+    if full:
+        found["label_only_100"] = statistics.mean(full)
+        for f in (f for f in fractions if f <= 0.5):
+            multi = {s: a for (m, ff, s), a in acc.items() if (m, ff) == ("multi-task", f)}
+            if multi and statistics.mean(multi.values()) >= found["label_only_100"]:
+                found["half"] = (f, statistics.mean(multi.values()),
+                                 [a - acc[("label-only", 1.0, s)] for s, a in multi.items() if ("label-only", 1.0, s) in acc])  # fmt: skip
+                break
+    return found
+
+
+def summary() -> str:
+    """One table over every task and teacher with a main grid: the paired difference at each fraction and the two
+    goals, computed from the committed runs (data_efficiency-summary.md)."""
+    lines = ["# Data efficiency: multi-task vs label-only, every task and teacher", "",
+             "Computed by `python benchmarks/data_efficiency.py --plot-only` from the committed runs (`data_efficiency*.jsonl`; "
+             "the student is Gemma 3 270M + LoRA, 2 epochs, 2 CPU cores). Points of test accuracy on the 100 held-out "
+             "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] (seeds). Goal 1: "
+             "multi-task is not below label-only at any fraction (no interval wholly under zero). Goal 2: multi-task with "
+             "at most 50% of the data reaches label-only's mean with 100%.", "",
+             "| task | teacher | multi-task minus label-only, by fraction | goal 1: never below | goal 2: <= 50% reaches label-only at 100% |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for task in TASKS:
+        for who in TEACHERS:
+            runs = read_runs(result_file(RUNS, task, who))
+            if not runs:
+                continue
+            g = goals(runs)
+            pct = lambda f: f"{f * 100:g}%"  # noqa: E731
+            cells = "; ".join(f"{pct(f)}: {m:+.1f}" + (f" [{lo:+.0f}, {hi:+.0f}]" if len(d) > 1 else "") + f" (n={len(d)})"
+                              for f, (d, (m, lo, hi)) in g["paired"].items())  # fmt: skip
+            missing = [pct(f) for f in g["fractions"] if f not in g["paired"]]
+            one = "no: below at " + ", ".join(map(pct, g["below"])) if g["below"] else "yes"
+            if g["above"]:
+                one += "; above at " + ", ".join(map(pct, g["above"]))
+            if missing:
+                one += f" (not paired at {', '.join(missing)})"
+            if "label_only_100" not in g:
+                two = "label-only at 100% not run"
+            elif g["half"] is None:
+                best = max(((statistics.mean(m), f) for f in g["fractions"] if f <= 0.5
+                            for m in [[r["accuracy"] * 100 for r in runs if (r["method"], r["fraction"]) == ("multi-task", f)]] if m), default=None)  # fmt: skip
+                two = f"no: label-only at 100% {g['label_only_100']:.1f}" + (f", multi-task's best at <= 50% {best[0]:.1f} ({pct(best[1])})" if best else "")
+            else:
+                f, mean, diffs = g["half"]
+                two = f"yes: {mean:.1f} at {pct(f)} vs {g['label_only_100']:.1f} ({'/'.join(f'{d:+.0f}' for d in diffs)} by seed)"
+            lines.append(f"| {task} | {who} | {cells or '-'} | {one} | {two} |")
+    text = "\n".join(lines) + "\n"
+    SUMMARY.write_text(text)
+    return text
+
+
 SCHEDULES = ("linear-decay", "cosine-decay")  # a sweep with --schedule S writes its own file: ..._lambda[-task-teacher]-S.jsonl
 
 
@@ -441,6 +516,7 @@ def main() -> None:
             lambda_table(task, who)
         if FAITHFUL_RUNS.is_file():
             faithful_table()
+        print(summary())
         return
     records, test_records = teacher_records(work, task, who)
     if not teacher_file.is_file():
@@ -467,7 +543,7 @@ def main() -> None:
         if unknown:
             parser.error(f"--methods: unknown {sorted(unknown)}; choose from {[*METHODS, EQUAL_STEPS]}")
         variants, path = [(m, None) for m in chosen], result_file(RUNS, task, who)
-        report = lambda: plot(teacher_accuracy(test_records, teacher_file, records), task, who)  # noqa: E731
+        report = lambda: (plot(teacher_accuracy(test_records, teacher_file, records), task, who), summary())  # noqa: E731
     done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path)}
     plan = [(seed, fraction, method, lam) for seed in range(args.seeds) for fraction in fractions for method, lam in variants
             if (method, lam, fraction, seed) not in done]  # fmt: skip

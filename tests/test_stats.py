@@ -75,6 +75,28 @@ def test_the_data_efficiency_paired_table_subtracts_the_same_seed_and_skips_unpa
     assert "+0.0 (n=1)" in equal_row
 
 
+def test_the_goal_verdicts_pair_by_seed_and_find_the_smallest_fraction_that_reaches_label_only_at_100(tmp_path, monkeypatch):
+    de = _data_efficiency()
+    grid = {  # (method, fraction): accuracy on seeds 0, 1, 2
+        ("label-only", 0.05): (0.50, 0.52, 0.48), ("multi-task", 0.05): (0.40, 0.41, 0.39),  # below on every seed
+        ("label-only", 0.25): (0.40, 0.50, 0.45), ("multi-task", 0.25): (0.90, 0.95, 0.92),  # above on every seed
+        ("label-only", 0.5): (0.60, 0.70, 0.65), ("multi-task", 0.5): (0.90, 0.96, 0.93),
+        ("label-only", 1.0): (0.90, 0.94, 0.92), ("multi-task", 1.0): (0.95, 0.90, 0.97)}  # fmt: skip
+    runs = [{"method": m, "fraction": f, "seed": s, "accuracy": a} for (m, f), accs in grid.items() for s, a in enumerate(accs)]
+    runs.append({"method": "multi-task", "fraction": 0.125, "seed": 0, "accuracy": 0.3})  # no label-only twin: not paired
+    g = de.goals(runs)
+    assert g["below"] == [0.05] and g["above"] == [0.25, 0.5] and 0.125 not in g["paired"]
+    diffs, (mean, _, _) = g["paired"][0.25]
+    assert [round(d) for d in diffs] == [50, 45, 47] and round(mean, 1) == 47.3
+    fraction, mean, by_seed = g["half"]  # 25% and 50% both reach label-only's 92.0 at 100%: the smaller one
+    assert fraction == 0.25 and round(mean, 1) == 92.3 and [round(d) for d in by_seed] == [0, 1, 0]
+    monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
+    monkeypatch.setattr(de, "SUMMARY", tmp_path / "summary.md")
+    (tmp_path / "data_efficiency-twohop-program.jsonl").write_text("\n".join(json.dumps(r) for r in runs) + "\n")
+    row = next(line for line in de.summary().splitlines() if line.startswith("| twohop | program |"))
+    assert "no: below at 5%; above at 25%, 50% (not paired at 12.5%)" in row and "yes: 92.3 at 25% vs 92.0 (+0/+1/+0 by seed)" in row
+
+
 def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paired_by_seed(tmp_path, monkeypatch):
     import json
 
