@@ -8,6 +8,10 @@
     python benchmarks/data_efficiency.py --task twohop --teacher program --seeds 3 --fractions 1 --methods label-only   # part of a grid
     python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 0,0.25,4 --fractions 0.25   # the sweep on a step task
     python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 1 --schedule linear-decay --fractions 0.25
+    python benchmarks/data_efficiency.py --task arith --teacher program --epochs 6 --methods label-only,multi-task --fractions 0.25
+                                                            # the same students trained longer, beside the main grid
+    python benchmarks/data_efficiency.py --plot-only --task twohop --teacher program   # also data_efficiency-summary.md:
+                                                            # every task and teacher, multi-task minus label-only and the goals
 
 Tasks (--task): `lookup` (the demo's "who has what": the rationale is one copied clause), `twohop` (who has what, then
 where the thing is) and `arith` (two-step word problems), from examples/make_step_tasks.py; the answer of the last
@@ -39,6 +43,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -121,7 +126,7 @@ EPOCHS, BATCH = 2, 8
 
 
 def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path, rationale_weight: float = 1.0,
-            filters: list[str] | None = None, schedule: str = "constant", max_length: int = 96) -> dict:  # fmt: skip
+            filters: list[str] | None = None, schedule: str = "constant", max_length: int = 96, epochs: int = EPOCHS) -> dict:  # fmt: skip
     import math
     import time
 
@@ -141,9 +146,9 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
     max_steps = -1
     if method == EQUAL_STEPS:  # as many steps as the multi-task student of this fraction and seed takes
         multi_rows = sum(dataset("rationale")[1]["rows"].values())
-        max_steps = math.ceil(multi_rows / BATCH) * EPOCHS
+        max_steps = math.ceil(multi_rows / BATCH) * epochs
     student = work / f"student-{method.replace(' ', '_')}-{sub.stem}"
-    rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=EPOCHS, batch_size=BATCH,
+    rd.train(rd.TrainConfig(data=str(data), student="gemma-3-270m", out=str(student), lora=True, epochs=epochs, batch_size=BATCH,
                             learning_rate=5e-4, max_length=max_length, seed=seed,
                             eval_split="none", save_strategy="no", rationale_weight=rationale_weight,
                             rationale_schedule=schedule, max_steps=max_steps))  # fmt: skip
@@ -151,7 +156,7 @@ def one_run(method: str, fraction: float, seed: int, records: Path, test_data: s
     shutil.rmtree(student, ignore_errors=True)
     result = {"method": method, "fraction": fraction, "seed": seed, "examples": report["examples_kept"],
               "rows": sum(report["rows"].values()), "accuracy": evaluation["student"]["accuracy"],
-              "latency_s": evaluation["student"]["latency_s"], "max_steps": max_steps,
+              "latency_s": evaluation["student"]["latency_s"], "max_steps": max_steps, "epochs": epochs,
               # each held-out question's answer, in the test file's order: for error analysis (which step went wrong)
               "predictions": [e["student"] for e in evaluation["examples"]],
               # the run's wall time (build, train, evaluate) and the threads it had: what a grid costs
@@ -465,6 +470,43 @@ def lambda_table(task: str = "lookup", who: str = "gemma") -> None:
     print(table)
 
 
+def epochs_file(task: str, who: str, epochs: int) -> Path:
+    """The main grid trained for another number of epochs: data_efficiency-arith-program-6epochs.jsonl and the like."""
+    path = result_file(RUNS, task, who)
+    return path.with_name(f"{path.stem}-{epochs}epochs{path.suffix}")
+
+
+def epochs_table(task: str, who: str, epochs: int) -> str:
+    """Label-only and multi-task trained for ``epochs`` beside the main grid's (EPOCHS) on the same subsets and seeds:
+    accuracy, then paired by seed multi-task minus label-only at each length and each method's longer run minus its
+    main-grid run (does more training close the gap, or widen it?)."""
+    longer = read_runs(epochs_file(task, who, epochs))
+    main_runs = read_runs(result_file(RUNS, task, who))
+    fractions = sorted({r["fraction"] for r in longer})
+    seeds = sorted({r["seed"] for r in longer})
+    pools = {(m, n): [r for r in runs if r["method"] == m and r["seed"] in seeds] for n, runs in ((EPOCHS, main_runs), (epochs, longer))
+             for m in ("label-only", "multi-task")}  # fmt: skip
+    head = " | ".join(f"{f * 100:g}%" for f in fractions)
+    lines = [f"| student | {head} |", "|---|" + "---|" * len(fractions)]
+    for (m, n), pool in pools.items():
+        lines.append(f"| {m}, {n} epochs | " + " | ".join(cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions) + " |")
+    acc = {(m, n, r["fraction"], r["seed"]): 100 * r["accuracy"] for (m, n), pool in pools.items() for r in pool}
+    lines += ["", "Paired by seed (points; mean [95% t-interval] (each seed)):", "", f"| difference | {head} |", "|---|" + "---|" * len(fractions)]
+    pairs = [(f"multi-task minus label-only, {n} epochs", ("multi-task", n), ("label-only", n)) for n in (EPOCHS, epochs)]
+    pairs += [(f"{m}, {epochs} minus {EPOCHS} epochs", (m, epochs), (m, EPOCHS)) for m in ("label-only", "multi-task")]
+    for label, a, b in pairs:
+        cells = [paired_cell([acc[(*a, f, s)] - acc[(*b, f, s)] for s in seeds if (*a, f, s) in acc and (*b, f, s) in acc]) for f in fractions]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    cmd = (f"python benchmarks/data_efficiency.py --task {task} --teacher {who} --epochs {epochs} --methods label-only,multi-task "
+           f"--fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}")  # fmt: skip
+    epochs_file(task, who, epochs).with_suffix(".md").write_text(
+        f"# Training length, task {task}, teacher {who}: {EPOCHS} vs {epochs} epochs (test accuracy %: mean ± std [95% t-interval "
+        f"of the mean] over seeds {seeds}; the same subsets, learning rate and batch; {os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n")
+    print(table)
+    return table
+
+
 def faithful_table() -> None:
     """multi-task students on the same subsets, built with the answer filters only or with the grounded filter too."""
     runs = read_runs(FAITHFUL_RUNS)
@@ -498,10 +540,15 @@ def main() -> None:
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="gemma")
     parser.add_argument("--schedule", choices=("constant", "linear-decay", "cosine-decay"), default="constant",
                         help="with --lambdas: the rationale-weight schedule of the sweep")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help=f"train the main grid's students for this many epochs instead of {EPOCHS}, into a file of its own "
+                             "(data_efficiency-TASK-TEACHER-Nepochs.jsonl), tabled beside the main grid")  # fmt: skip
     parser.add_argument("--faithful", action="store_true", help="multi-task with the grounded filter, against the main multi-task runs")
     parser.add_argument("--methods", help=f"comma-separated: run only these of the main grid's methods ({', '.join([*METHODS, EQUAL_STEPS])}), "
                                           "e.g. to spend CPU where an interval is widest first")  # fmt: skip
     args = parser.parse_args()
+    if args.epochs != EPOCHS and (args.lambdas or args.faithful):
+        parser.error("--epochs: the main grid's methods only (not with --lambdas or --faithful)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tqdm.auto import tqdm
 
@@ -516,6 +563,11 @@ def main() -> None:
             lambda_table(task, who)
         if FAITHFUL_RUNS.is_file():
             faithful_table()
+        base = result_file(RUNS, task, who)
+        for longer in sorted(base.parent.glob(f"{base.stem}-*epochs.jsonl")):
+            found = re.fullmatch(rf"{re.escape(base.stem)}-(\d+)epochs", longer.stem)  # not another task's file
+            if found:
+                epochs_table(task, who, int(found.group(1)))
         print(summary())
         return
     records, test_records = teacher_records(work, task, who)
@@ -544,6 +596,9 @@ def main() -> None:
             parser.error(f"--methods: unknown {sorted(unknown)}; choose from {[*METHODS, EQUAL_STEPS]}")
         variants, path = [(m, None) for m in chosen], result_file(RUNS, task, who)
         report = lambda: (plot(teacher_accuracy(test_records, teacher_file, records), task, who), summary())  # noqa: E731
+        if args.epochs != EPOCHS:
+            path = epochs_file(task, who, args.epochs)
+            report = lambda: epochs_table(task, who, args.epochs)  # noqa: E731
     done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path)}
     plan = [(seed, fraction, method, lam) for seed in range(args.seeds) for fraction in fractions for method, lam in variants
             if (method, lam, fraction, seed) not in done]  # fmt: skip
@@ -554,7 +609,7 @@ def main() -> None:
         filters = variant_filters.get(lam)
         weight = 1.0 if lam is None or filters else lam
         result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=weight, filters=filters,
-                         schedule=args.schedule if args.lambdas else "constant", max_length=max_length)  # fmt: skip
+                         schedule=args.schedule if args.lambdas else "constant", max_length=max_length, epochs=args.epochs)  # fmt: skip
         if filters:
             result["arm"] = lam
         elif lam is not None:

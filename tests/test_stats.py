@@ -97,6 +97,26 @@ def test_the_goal_verdicts_pair_by_seed_and_find_the_smallest_fraction_that_reac
     assert "no: below at 5%; above at 25%, 50% (not paired at 12.5%)" in row and "yes: 92.3 at 25% vs 92.0 (+0/+1/+0 by seed)" in row
 
 
+def test_the_epochs_table_sets_longer_runs_beside_the_main_grid_on_the_same_seeds(tmp_path, monkeypatch):
+    de = _data_efficiency()
+    monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
+
+    def write(path, rows):
+        path.write_text("\n".join(json.dumps({"fraction": 0.25, **r}) for r in rows) + "\n")
+
+    write(tmp_path / "data_efficiency-arith-program.jsonl", [{"method": m, "seed": s, "accuracy": a} for m, s, a in [
+        ("label-only", 0, 0.06), ("label-only", 1, 0.05), ("label-only", 2, 0.07), ("multi-task", 0, 0.10), ("multi-task", 1, 0.08),
+        ("multi-task", 2, 0.10), ("single-task", 0, 0.6)]])  # fmt: skip
+    write(de.epochs_file("arith", "program", 6), [{"method": m, "seed": s, "accuracy": a, "epochs": 6} for m, s, a in [
+        ("label-only", 0, 0.20), ("label-only", 1, 0.25), ("multi-task", 0, 0.40), ("multi-task", 1, 0.38)]])  # seed 2 not run yet
+    table = de.epochs_table("arith", "program", 6)
+    row = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert "(n=2)" in row["label-only, 2 epochs"]  # the main grid on the longer runs' seeds only
+    assert "(+20/+13)" in row["multi-task minus label-only, 6 epochs"] and "(+4/+3)" in row["multi-task minus label-only, 2 epochs"]
+    assert "(+14/+20)" in row["label-only, 6 minus 2 epochs"] and "(+30/+30)" in row["multi-task, 6 minus 2 epochs"]
+    assert (tmp_path / "data_efficiency-arith-program-6epochs.md").read_text().count("--epochs 6") == 1
+
+
 def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paired_by_seed(tmp_path, monkeypatch):
     import json
 
