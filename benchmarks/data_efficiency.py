@@ -249,7 +249,7 @@ def error_kind(task: str, row: dict, prediction: str) -> str:
     another person's thing, a first hop gone to the wrong person) or "other"."""
     import re
 
-    prediction = prediction.strip()
+    prediction = (prediction or "").strip()  # None: the student wrote nothing the answer parser takes (an "other")
     if prediction == row["answer"]:
         return "right"
     if task == "twohop":

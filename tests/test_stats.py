@@ -149,8 +149,8 @@ def test_step_task_errors_are_sorted_by_which_step_went_wrong():
     de = _data_efficiency()
     hop = {"question": "Max has a kite, Tom has a cup. The kite is in the garage, the cup is in the garden. Where is the thing Tom has?",
            "answer": "garden", "reference_rationale": "Tom has a cup. The cup is in the garden."}  # fmt: skip
-    assert [de.error_kind("twohop", hop, p) for p in ("garden", "cup", "garage", "attic", "Max", " garden ")] == [
-        "right", "first step", "wrong hop", "other", "other", "right"]  # fmt: skip
+    assert [de.error_kind("twohop", hop, p) for p in ("garden", "cup", "garage", "attic", "Max", " garden ", None)] == [
+        "right", "first step", "wrong hop", "other", "other", "right", "other"]  # fmt: skip  (None: no parseable answer)
     arith = {"question": "Eva buys 8 jars with 2 marbles in each. Eva finds 6 more marbles. How many marbles are there now?",
              "answer": "22", "reference_rationale": "8 jars with 2 marbles each is 8 * 2 = 16 marbles. 16 + 6 = 22."}  # fmt: skip
     assert [de.error_kind("arith", arith, p) for p in ("22", "16", "6")] == ["right", "first step", "other"]
