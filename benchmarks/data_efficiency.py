@@ -5,6 +5,7 @@
     python benchmarks/data_efficiency.py --lambdas 0,0.25,4 --fractions 0.125,0.25   # the lambda sweep (multi-task)
     python benchmarks/data_efficiency.py --faithful --fractions 0.25 --seeds 3   # multi-task with and without the grounded filter
     python benchmarks/data_efficiency.py --task twohop --teacher program --seeds 3   # a task whose answer needs steps (#14)
+    python benchmarks/data_efficiency.py --task arith --teacher gemma --seeds 3 --jobs 2   # two runs at once, one thread each
     python benchmarks/data_efficiency.py --task twohop --teacher program --seeds 3 --fractions 1 --methods label-only   # part of a grid
     python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 0,0.25,4 --fractions 0.25   # the sweep on a step task
     python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 1 --schedule linear-decay --fractions 0.25
@@ -46,6 +47,7 @@ import os
 import re
 import shutil
 import statistics
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -529,6 +531,49 @@ def faithful_table() -> None:
     print(table)
 
 
+def run_args(cell: dict) -> dict:
+    """one_run's arguments from a grid cell (JSON-safe: paths as strings; ``variant``, the lambda or filter arm, is the caller's)."""
+    return {**{k: v for k, v in cell.items() if k != "variant"}, "records": Path(cell["records"]), "work": Path(cell["work"])}
+
+
+def cell_command(cell: dict, out: Path) -> list[str]:
+    """This script, asked to make one run of the grid and write its result to ``out``."""
+    return [sys.executable, str(Path(__file__).resolve()), "--cell", json.dumps(cell), "--cell-out", str(out)]
+
+
+def run_cells(cells: list[dict], jobs: int, work: Path, threads: int, command=cell_command):
+    """Each cell (one_run's arguments) in a child process, ``jobs`` at a time with ``threads`` torch threads each;
+    yields (cell, result, error) as each ends: the result dict, or None and the last lines of the child's log (in
+    WORK/logs) when it failed."""
+    import subprocess
+    import time
+
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running = list(cells), {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                cell = pending.pop(0)
+                name = hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:12]
+                out, log = logs / f"{name}.json", logs / f"{name}.log"
+                out.unlink(missing_ok=True)
+                with log.open("w") as fh:
+                    running[subprocess.Popen(command(cell, out), stdout=fh, stderr=subprocess.STDOUT, env=env)] = (cell, out, log)
+            time.sleep(0.2)
+            for proc in [p for p in running if p.poll() is not None]:
+                cell, out, log = running.pop(proc)
+                if proc.returncode == 0 and out.is_file():
+                    yield cell, json.loads(out.read_text()), None
+                else:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                    yield cell, None, f"exit {proc.returncode}, {log}: " + " / ".join(tail)
+    finally:  # an interrupted grid leaves no orphan runs behind
+        for proc in running:
+            proc.terminate()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -543,13 +588,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS,
                         help=f"train the main grid's students for this many epochs instead of {EPOCHS}, into a file of its own "
                              "(data_efficiency-TASK-TEACHER-Nepochs.jsonl), tabled beside the main grid")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process with cores/jobs torch threads "
+                                                            "(each holds a student in memory; logs in WORK/logs)")  # fmt: skip
+    parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: one run of the grid (one_run's arguments, JSON)
+    parser.add_argument("--cell-out", help=argparse.SUPPRESS)
     parser.add_argument("--faithful", action="store_true", help="multi-task with the grounded filter, against the main multi-task runs")
     parser.add_argument("--methods", help=f"comma-separated: run only these of the main grid's methods ({', '.join([*METHODS, EQUAL_STEPS])}), "
                                           "e.g. to spend CPU where an interval is widest first")  # fmt: skip
     args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.cell:  # a child of --jobs: one run, its result written whole (tmp, then rename)
+        result = one_run(**run_args(json.loads(args.cell)))
+        out = Path(args.cell_out)
+        out.with_suffix(".tmp").write_text(json.dumps(result))
+        out.with_suffix(".tmp").replace(out)
+        return
     if args.epochs != EPOCHS and (args.lambdas or args.faithful):
         parser.error("--epochs: the main grid's methods only (not with --lambdas or --faithful)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tqdm.auto import tqdm
 
     RESULTS.mkdir(exist_ok=True)
@@ -603,24 +658,42 @@ def main() -> None:
     plan = [(seed, fraction, method, lam) for seed in range(args.seeds) for fraction in fractions for method, lam in variants
             if (method, lam, fraction, seed) not in done]  # fmt: skip
     print(f"{len(plan)} runs to make ({len(done)} done in {path.name})", flush=True)
-    grid = tqdm(plan, desc=f"data efficiency ({task}, {who})", unit="run", position=0)
-    for i, (seed, fraction, method, lam) in enumerate(grid):
-        grid.set_postfix_str(f"{method}, {fraction:g}, seed {seed}")
+    cells = []
+    for seed, fraction, method, lam in plan:
         filters = variant_filters.get(lam)
-        weight = 1.0 if lam is None or filters else lam
-        result = one_run(method, fraction, seed, records, test_data, work, rationale_weight=weight, filters=filters,
-                         schedule=args.schedule if args.lambdas else "constant", max_length=max_length, epochs=args.epochs)  # fmt: skip
-        if filters:
-            result["arm"] = lam
-        elif lam is not None:
-            result["lambda"] = lam
-        grid.write(json.dumps({k: v for k, v in result.items() if k != "predictions"}))
-        with path.open("a") as fh:
-            fh.write(json.dumps(result) + "\n")
-        if i + 1 == len(plan) or plan[i + 1][0] != seed:  # a seed's last run: tables and plot so far
+        cells.append({"variant": lam, "method": method, "fraction": fraction, "seed": seed, "records": str(records), "test_data": test_data,
+                      "work": str(work), "rationale_weight": 1.0 if lam is None or filters else lam, "filters": filters,
+                      "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs})  # fmt: skip
+    if args.jobs > 1:
+        finished = run_cells(cells, args.jobs, work, threads=max(1, (os.cpu_count() or 1) // args.jobs))
+    else:  # in this process, one after another
+        finished = ((c, one_run(**run_args(c)), None) for c in cells)
+    grid = tqdm(total=len(cells), desc=f"data efficiency ({task}, {who})", unit="run", position=0)
+    left = {seed: sum(c["seed"] == seed for c in cells) for seed in {c["seed"] for c in cells}}
+    failed = []
+    for cell, result, error in finished:
+        grid.update()
+        grid.set_postfix_str(f"{cell['method']}, {cell['fraction']:g}, seed {cell['seed']}")
+        lam = cell["variant"]
+        if error:
+            failed.append(f"{cell['method']}, {cell['fraction']:g}, seed {cell['seed']}: {error}")
+            grid.write(f"failed: {failed[-1]}")
+        else:
+            if variant_filters.get(lam):
+                result["arm"] = lam
+            elif lam is not None:
+                result["lambda"] = lam
+            grid.write(json.dumps({k: v for k, v in result.items() if k != "predictions"}))
+            with path.open("a") as fh:
+                fh.write(json.dumps(result) + "\n")
+        left[cell["seed"]] -= 1
+        if not left[cell["seed"]]:  # a seed's last run: tables and plot so far
             report()
+    grid.close()
     if not plan:
         report()
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(plan)} runs failed (the rest are saved; a re-run makes only these):\n" + "\n".join(failed))
 
 if __name__ == "__main__":
     main()

@@ -117,6 +117,32 @@ def test_the_epochs_table_sets_longer_runs_beside_the_main_grid_on_the_same_seed
     assert (tmp_path / "data_efficiency-arith-program-6epochs.md").read_text().count("--epochs 6") == 1
 
 
+def test_grid_runs_in_child_processes_at_most_jobs_at_once_and_a_failed_one_is_named_not_fatal(tmp_path):
+    """--jobs: each run in its own process with the given threads, never more than ``jobs`` alive; a run that dies
+    is reported with its log's last lines while the others still finish."""
+    import sys
+
+    de = _data_efficiency()
+    child = (  # a stand-in for one run: notes when it starts and ends, fails on seed 2, else writes its result
+        "import json, os, sys, time; cell, out, trace = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
+        "open(trace, 'a').write(f'start {cell[\"seed\"]}\\n'); time.sleep(0.3)\n"
+        "open(trace, 'a').write(f'end {cell[\"seed\"]}\\n')\n"
+        "if cell['seed'] == 2: print('CUDA out of memory, or the like'); sys.exit(3)\n"
+        "open(out, 'w').write(json.dumps({'seed': cell['seed'], 'threads': os.environ['OMP_NUM_THREADS']}))\n")  # fmt: skip
+    trace = tmp_path / "trace"
+    cells = [{"variant": None, "method": "label-only", "fraction": 0.5, "seed": s} for s in range(5)]
+    found = list(de.run_cells(cells, 2, tmp_path, threads=1, command=lambda cell, out: [sys.executable, "-c", child, json.dumps(cell), str(out), str(trace)]))
+    assert sorted(c["seed"] for c, _, _ in found) == [0, 1, 2, 3, 4]
+    assert {c["seed"]: r for c, r, _ in found if r} == {s: {"seed": s, "threads": "1"} for s in (0, 1, 3, 4)}
+    (error,) = [e for _, r, e in found if r is None]
+    assert error.startswith("exit 3") and "CUDA out of memory" in error
+    alive = peak = 0
+    for line in trace.read_text().splitlines():
+        alive += 1 if line.startswith("start") else -1 if line.startswith("end") else 0
+        peak = max(peak, alive)
+    assert peak == 2  # two at once, never three
+
+
 def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paired_by_seed(tmp_path, monkeypatch):
     import json
 
