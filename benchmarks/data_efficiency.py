@@ -175,7 +175,7 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None) -> dict:
+def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None, task: str = "lookup") -> dict:
     """The prompted teacher's accuracy on the test questions, with its 95% Wilson interval, and with ``train`` (its
     records on the training questions) how much of its output survives the gold filter: the training questions with
     at least one right sample (the pool every fraction is drawn from) and the right samples among all. Kept beside the
@@ -191,6 +191,8 @@ def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None)
         samples = [s for r in rows for s in r.samples]
         found["train"] = {"questions": len(rows), "with_a_right_sample": sum(any(s.ok and s.answer == r.label for s in r.samples) for r in rows),
                           "samples": len(samples), "right_samples": sum(s.ok and s.answer == r.label for r in rows for s in r.samples)}  # fmt: skip
+        if task != "lookup":
+            found["train"]["right_samples_right_first_step"] = right_for_the_right_reason(task, rows)[1]
     out.write_text(json.dumps(found) + "\n")
     return found
 
@@ -245,21 +247,33 @@ def paired_table(runs: list[dict], fractions: list[float]) -> str:
     return "\n".join(lines)
 
 
+def first_step(task: str, rationale: str | None) -> str | None:
+    """A step task's intermediate result as a rationale states it: the thing the person has (two-hop), the product
+    (arithmetic); None where the rationale states none."""
+    found = re.search(r"has an? (\w+)\." if task == "twohop" else r"= (\d+)", rationale or "")
+    return found.group(1) if found else None
+
+
 def error_kind(task: str, row: dict, prediction: str) -> str:
     """What a student's answer to a step task's test question is: "right", "first step" (the intermediate result:
     the thing rather than its place, the product before the last step), "wrong hop" (two-hop: the place of
     another person's thing, a first hop gone to the wrong person) or "other"."""
-    import re
-
     prediction = (prediction or "").strip()  # None: the student wrote nothing the answer parser takes (an "other")
     if prediction == row["answer"]:
         return "right"
+    first = first_step(task, row["reference_rationale"])
     if task == "twohop":
-        thing = re.match(r"\w+ has an? (\w+)\.", row["reference_rationale"]).group(1)
         places = re.findall(r"is in the (\w+)", row["question"])
-        return "first step" if prediction == thing else "wrong hop" if prediction in places else "other"
-    first = re.search(r"= (\d+)", row["reference_rationale"]).group(1)
+        return "first step" if prediction == first else "wrong hop" if prediction in places else "other"
     return "first step" if prediction == first else "other"
+
+
+def right_for_the_right_reason(task: str, records: list) -> tuple[int, int]:
+    """(right samples, right samples whose rationale states the right intermediate result) over a teacher's records
+    on a step task's training questions: the gold filter keeps an answer, not the reasoning that reached it."""
+    rows = {r["id"]: r for r in map(json.loads, (ROOT / "rationale_distill" / "demo" / f"{task}_train.jsonl").read_text().splitlines())}
+    right = [(r, s) for r in records for s in r.samples if s.ok and s.answer == r.label]
+    return len(right), sum(first_step(task, s.rationale) == first_step(task, rows[r.id]["reference_rationale"]) for r, s in right)
 
 
 def error_table(runs: list[dict], task: str) -> str:
@@ -334,6 +348,9 @@ def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None
         t = teacher["train"]
         note += (f". On the {t['questions']} training questions {t['right_samples']} of its {t['samples']} samples give the gold answer, and "
                  f"{t['with_a_right_sample']} questions keep at least one (the examples every fraction is drawn from)")  # fmt: skip
+        if "right_samples_right_first_step" in t:
+            note += (f"; {t['right_samples_right_first_step']} of those {t['right_samples']} right samples state the right intermediate "
+                     "result (the rest are right for a wrong reason, and the gold filter keeps them)")  # fmt: skip
     cmd = "python benchmarks/data_efficiency.py --seeds 3" + ("" if not tag(task, who) else f" --task {task} --teacher {who}")
     result_file(RESULTS / "data_efficiency.md", task, who).write_text(
         f"# Data efficiency, task {task}, teacher {who} (test accuracy %: mean ± std [95% t-interval of the mean] over n seeds; "
@@ -627,7 +644,7 @@ def main() -> None:
         return
     records, test_records = teacher_records(work, task, who)
     if not teacher_file.is_file():
-        teacher_accuracy(test_records, teacher_file, records)
+        teacher_accuracy(test_records, teacher_file, records, task)
     test_data = generation(work, task, who, test=True)[0].data
     default = FRACTIONS if task == "lookup" else STEP_FRACTIONS
     fractions = [float(x) for x in args.fractions.split(",")] if args.fractions else list(default)
@@ -650,7 +667,7 @@ def main() -> None:
         if unknown:
             parser.error(f"--methods: unknown {sorted(unknown)}; choose from {[*METHODS, EQUAL_STEPS]}")
         variants, path = [(m, None) for m in chosen], result_file(RUNS, task, who)
-        report = lambda: (plot(teacher_accuracy(test_records, teacher_file, records), task, who), summary())  # noqa: E731
+        report = lambda: (plot(teacher_accuracy(test_records, teacher_file, records, task), task, who), summary())  # noqa: E731
         if args.epochs != EPOCHS:
             path = epochs_file(task, who, args.epochs)
             report = lambda: epochs_table(task, who, args.epochs)  # noqa: E731

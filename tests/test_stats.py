@@ -171,6 +171,21 @@ def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paire
     assert "--schedule linear-decay" in text and "--task twohop --teacher program --lambdas 0.25" in text
 
 
+def test_a_right_answer_counts_as_right_for_the_right_reason_only_with_the_right_intermediate_result():
+    from rationale_distill.records import Sample, TeacherRecord
+
+    de = _data_efficiency()
+    assert de.first_step("twohop", "Eva has a book. The book is in the attic.") == "book" and de.first_step("arith", "2 * 3 = 6. 6 + 1 = 7.") == "6"
+    assert de.first_step("arith", "So the answer is 7.") is None and de.first_step("twohop", None) is None
+    gold = json.loads((de.ROOT / "rationale_distill" / "demo" / "twohop_train.jsonl").read_text().splitlines()[0])  # Eva has a book
+    samples = [Sample("t", 0, "x", "Eva has a book. The book is in the attic.", "attic"),  # right, right reason
+               Sample("t", 1, "x", "Mia has a ball. The ball is in the attic.", "attic"),  # right answer, wrong first hop
+               Sample("t", 2, "x", "Eva has a book. The book is in the garden.", "garden"),  # wrong: not counted
+               Sample("t", 3, "x", "The attic.", "attic", parse_error="no rationale")]  # not ok: not counted  # fmt: skip
+    record = TeacherRecord(gold["id"], gold, gold["question"], "attic", {}, [], [], samples)
+    assert de.right_for_the_right_reason("twohop", [record]) == (2, 1)
+
+
 def test_step_task_errors_are_sorted_by_which_step_went_wrong():
     de = _data_efficiency()
     hop = {"question": "Max has a kite, Tom has a cup. The kite is in the garage, the cup is in the garden. Where is the thing Tom has?",
