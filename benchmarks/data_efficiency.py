@@ -526,22 +526,26 @@ def epochs_table(task: str, who: str, epochs: int) -> str:
     return table
 
 
-def faithful_table() -> None:
-    """multi-task students on the same subsets, built with the answer filters only or with the grounded filter too."""
-    runs = read_runs(FAITHFUL_RUNS)
+def faithful_table(task: str = "lookup", who: str = "gemma") -> None:
+    """multi-task students on the same subsets, built with the answer filters only or with the grounded filter too;
+    label-only from the main grid beside them where it ran on the same fractions and seeds."""
+    path = result_file(FAITHFUL_RUNS, task, who)
+    runs = read_runs(path)
     fractions = sorted({r["fraction"] for r in runs})
     seeds = sorted({r["seed"] for r in runs})
     arms = (("answer", "multi-task, answer filters (parsed, agrees, rationale-length, dedup)"), ("grounded", "multi-task, + grounded"))
     lines = ["| student | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " | examples kept (mean) |", "|---|" + "---|" * (len(fractions) + 1)]
-    for arm, name in arms:
-        pool = [r for r in runs if r.get("arm") == arm]
+    label_only = [r for r in read_runs(result_file(RUNS, task, who)) if r["method"] == "label-only" and r["seed"] in seeds and r["fraction"] in fractions]
+    pools = [(name, [r for r in runs if r.get("arm") == arm]) for arm, name in arms]
+    for name, pool in ([("label-only (the main grid, same fractions and seeds)", label_only)] if label_only else []) + pools:
         cells = [cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions]
         kept = [r["examples"] for r in pool]
         lines.append(f"| {name} | " + " | ".join(cells) + (f" | {statistics.mean(kept):.1f} |" if kept else " | - |"))
     dropped = sum(r.get("dropped", {}).get("grounded", 0) for r in runs)
     table = "\n".join(lines)
-    cmd = f"python benchmarks/data_efficiency.py --faithful --fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"
-    (RESULTS / "data_efficiency_faithful.md").write_text(
+    where = "" if not tag(task, who) else f" --task {task} --teacher {who}"
+    cmd = f"python benchmarks/data_efficiency.py --faithful{where} --fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"
+    path.with_suffix(".md").write_text(
         f"# Faithful rationales (multi-task, test accuracy % on the 100 held-out questions: mean ± std [95% t-interval of "
         f"the mean] over seeds {seeds}; {os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n\nThe grounded filter dropped "
         f"{dropped} samples over these runs (right answer, but a rationale about someone else or not from the question).\n")
@@ -633,8 +637,8 @@ def main() -> None:
         plot(json.loads(teacher_file.read_text()) if teacher_file.is_file() else teacher_accuracy(teacher_test_records(work, task, who), teacher_file), task, who)
         if sweep_files(task, who):
             lambda_table(task, who)
-        if FAITHFUL_RUNS.is_file():
-            faithful_table()
+        if result_file(FAITHFUL_RUNS, task, who).is_file():
+            faithful_table(task, who)
         base = result_file(RUNS, task, who)
         for longer in sorted(base.parent.glob(f"{base.stem}-*epochs.jsonl")):
             found = re.fullmatch(rf"{re.escape(base.stem)}-(\d+)epochs", longer.stem)  # not another task's file
@@ -652,9 +656,9 @@ def main() -> None:
     # One grid either way: the methods (lambda None: the default weight), or multi-task at each swept lambda.
     variant_filters = {}
     if args.faithful:  # both arms in this run, interleaved: the same code, subsets and seeds
-        variants, path = [("multi-task", "answer"), ("multi-task", "grounded")], FAITHFUL_RUNS
+        variants, path = [("multi-task", "answer"), ("multi-task", "grounded")], result_file(FAITHFUL_RUNS, task, who)
         variant_filters = {"answer": ANSWER_FILTERS, "grounded": ANSWER_FILTERS[:2] + ["grounded"] + ANSWER_FILTERS[2:]}
-        report = faithful_table
+        report = lambda: faithful_table(task, who)  # noqa: E731
     elif args.lambdas:
         path = result_file(LAMBDA_RUNS, task, who)
         if args.schedule != "constant":
