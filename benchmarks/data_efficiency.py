@@ -403,7 +403,7 @@ def summary() -> str:
              "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] (seeds). Goal 1: "
              "multi-task is not below label-only at any fraction (no interval wholly under zero). Goal 2: multi-task with "
              "at most 50% of the data reaches label-only's mean with 100%.", "",
-             "| task | teacher | multi-task minus label-only, by fraction | goal 1: never below | goal 2: <= 50% reaches label-only at 100% |",
+             "| task | teacher (greedy, test) | multi-task minus label-only, by fraction | goal 1: never below | goal 2: <= 50% reaches label-only at 100% |",
              "|---|---|---|---|---|"]  # fmt: skip
     for task in TASKS:
         for who in TEACHERS:
@@ -429,7 +429,9 @@ def summary() -> str:
             else:
                 f, mean, diffs = g["half"]
                 two = f"yes: {mean:.1f} at {pct(f)} vs {g['label_only_100']:.1f} ({'/'.join(f'{d:+.0f}' for d in diffs)} by seed)"
-            lines.append(f"| {task} | {who} | {cells or '-'} | {one} | {two} |")
+            teacher = result_file(TEACHER, task, who)
+            accuracy = f" ({100 * json.loads(teacher.read_text())['accuracy']:.0f}%)" if teacher.is_file() else ""
+            lines.append(f"| {task} | {who}{accuracy} | {cells or '-'} | {one} | {two} |")
     text = "\n".join(lines) + "\n"
     SUMMARY.write_text(text)
     return text

@@ -92,8 +92,10 @@ def test_the_goal_verdicts_pair_by_seed_and_find_the_smallest_fraction_that_reac
     assert fraction == 0.25 and round(mean, 1) == 92.3 and [round(d) for d in by_seed] == [0, 1, 0]
     monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
     monkeypatch.setattr(de, "SUMMARY", tmp_path / "summary.md")
+    monkeypatch.setattr(de, "TEACHER", tmp_path / "data_efficiency_teacher.json")
     (tmp_path / "data_efficiency-twohop-program.jsonl").write_text("\n".join(json.dumps(r) for r in runs) + "\n")
-    row = next(line for line in de.summary().splitlines() if line.startswith("| twohop | program |"))
+    (tmp_path / "data_efficiency_teacher-twohop-program.json").write_text(json.dumps({"accuracy": 0.97}))
+    row = next(line for line in de.summary().splitlines() if line.startswith("| twohop | program (97%) |"))
     assert "no: below at 5%; above at 25%, 50% (not paired at 12.5%)" in row and "yes: 92.3 at 25% vs 92.0 (+0/+1/+0 by seed)" in row
 
 
