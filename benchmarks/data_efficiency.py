@@ -197,8 +197,23 @@ def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None,
     return found
 
 
-def read_runs(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+def read_runs(path: Path, repair: bool = False) -> list[dict]:
+    """The finished runs in a results file. A last line cut short (the machine died while it was written) is left
+    out with a warning, so that run is made again (``repair``: and dropped from the file, whole lines kept, so the
+    next run is appended after a complete line); a broken line before the last is an error naming the line."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    runs = []
+    for number, line in enumerate(lines, 1):
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number < len(lines):
+                raise SystemExit(f"{path}:{number}: not a JSON run ({exc}); mend or delete that line") from None
+            print(f"warning: {path}:{number}: the last run was cut short while it was written; it will be made again", file=sys.stderr)
+            if repair:
+                path.with_suffix(".tmp").write_text("".join(x + "\n" for x in lines[:-1]))
+                path.with_suffix(".tmp").replace(path)
+    return runs
 
 
 def mean_sd(accs: list[float]) -> tuple[float, float]:
@@ -677,7 +692,7 @@ def main() -> None:
         if args.epochs != EPOCHS:
             path = epochs_file(task, who, args.epochs)
             report = lambda: epochs_table(task, who, args.epochs)  # noqa: E731
-    done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path)}
+    done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path, repair=True)}
     plan = [(seed, fraction, method, lam) for seed in range(args.seeds) for fraction in fractions for method, lam in variants
             if (method, lam, fraction, seed) not in done]  # fmt: skip
     print(f"{len(plan)} runs to make ({len(done)} done in {path.name})", flush=True)

@@ -145,6 +145,17 @@ def test_grid_runs_in_child_processes_at_most_jobs_at_once_and_a_failed_one_is_n
     assert peak == 2  # two at once, never three
 
 
+def test_a_results_file_cut_short_loses_only_its_last_run_and_a_broken_line_before_it_is_named(tmp_path, capsys):
+    de = _data_efficiency()
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"seed": 0}\n{"seed": 1}\n{"seed": 2, "predictions": ["gar')  # killed mid-write
+    assert de.read_runs(path) == [{"seed": 0}, {"seed": 1}] and "runs.jsonl:3: the last run was cut short" in capsys.readouterr().err
+    assert de.read_runs(path, repair=True) == [{"seed": 0}, {"seed": 1}] and path.read_text() == '{"seed": 0}\n{"seed": 1}\n'
+    path.write_text('{"seed": 0}\n{"seed": \n{"seed": 2}\n')
+    with pytest.raises(SystemExit, match="runs.jsonl:2: not a JSON run"):
+        de.read_runs(path)
+
+
 def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paired_by_seed(tmp_path, monkeypatch):
     import json
 
