@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -258,10 +259,22 @@ def test_hook_register_soft_targets(tmp_path, make_server):
             s = logits.float().log_softmax(-1)  # (N, V): the student's logits at the target positions
             return divergence(s, torch.full_like(s, -math.log(s.shape[-1])), self.settings.beta)
 
+    class OldStyle(Uniform):  # written for full (B, T, V) logits, as sources were before the head ran at target positions only
+        name = "old-style"
+        def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
+            return super().per_token(trainer, model, inputs, extra, kd_mask, hidden, logits[kd_mask > 0])
+
+    class Scalar(Uniform):  # one number for the batch, not one per target position
+        name = "scalar"
+        def per_token(self, trainer, model, inputs, extra, kd_mask, hidden, logits):
+            return super().per_token(trainer, model, inputs, extra, kd_mask, hidden, logits).mean()
+
     class Plugin:
         @rd.hookimpl
         def register_soft_targets(self, register):
             register("uniform", Uniform)
+            register("old-style", OldStyle)
+            register("scalar", Scalar)
 
     plugins = load_plugins(extra=[Plugin()])
     assert {"teacher", "logprobs", "votes", "uniform"} <= set(plugins.soft_targets.names())
@@ -277,6 +290,9 @@ def test_hook_register_soft_targets(tmp_path, make_server):
                          kd_source="uniform", max_steps=2, logging_steps=1)  # fmt: skip
     meta = json.loads((train(config, plugins) / "rdistill_train.json").read_text())
     assert meta["soft_targets"]["train"]["rows"] == 8 and any(h.get("loss_kd", 0) > 0 for h in meta["log_history"])
+    for name, what in (("old-style", "does not match the shape"), ("scalar", r"returned shape \(\), not")):
+        with pytest.raises(PluginError, match=f"soft targets '{name}': per_token gets the student's logits .* at its \\d+ target positions.*{what}"):
+            train(replace(config, kd_source=name, out=str(tmp_path / name)), plugins)
     with pytest.raises(Exception, match="unknown source of soft targets"):
         train(TrainConfig(data=str(tmp_path / "d"), student=str(tmp_path / "tiny"), out=str(tmp_path / "s2"), objective="kd", kd_source="uniform"))
 

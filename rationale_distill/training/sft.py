@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
-from ..errors import UsageError
+from ..errors import PluginError, UsageError
 from ..student import load_model, parameter_count, pick_device
 from . import (CHECKPOINT_MARK, LENGTH, TrainConfig, begin_output, finish_output, fingerprint, load_split_rows,
                        model_card, pick_checkpoint)
@@ -150,16 +150,28 @@ def make_trainer_class():
                 s_kept = s_mask > 0 if self._masked_head(model) else None
                 s_out, s_hidden = self._forward(model, {**s_inputs, "logits_to_keep": s_kept} if s_kept is not None else s_inputs, capture=True)
                 at = s_mask > 0
-                per_token = self.soft.per_token(self, unwrapped, s_inputs, s_extra, s_mask, rows_at(s_hidden, s_kept, at),
-                                                rows_at(s_out.logits, s_kept, at))  # fmt: skip
+                per_token = self._per_token(unwrapped, s_inputs, s_extra, s_mask, rows_at(s_hidden, s_kept, at), rows_at(s_out.logits, s_kept, at))
                 self._metrics[mode]["on_policy"].append(1.0)
                 return per_token.mean() * kd_mask.sum()
             if policy:
                 self._metrics[mode]["on_policy"].append(0.0)
             at = kd_mask > 0
-            per_token = self.soft.per_token(self, unwrapped, {"labels": labels, **inputs}, extra, kd_mask, rows_at(hidden, kept, at),
-                                            rows_at(logits, kept, at))  # fmt: skip
+            per_token = self._per_token(unwrapped, {"labels": labels, **inputs}, extra, kd_mask, rows_at(hidden, kept, at), rows_at(logits, kept, at))
             return (per_token * kd_mask[at]).sum()
+
+        def _per_token(self, model, inputs, extra, kd_mask, hidden, logits):
+            """The source's divergences, checked: one per target position. A source written for full (B, T, ...)
+            logits fails here in one line that says what it now gets, not deep inside torch."""
+            n = int((kd_mask > 0).sum())
+            hint = (f"soft targets {self.soft.name!r}: per_token gets the student's logits and hidden states at its {n} target positions "
+                    "already ((N, V) and (N, H)): use them whole, and index only inputs and extra with kd_mask > 0")  # fmt: skip
+            try:
+                per_token = self.soft.per_token(self, model, inputs, extra, kd_mask, hidden, logits)
+            except IndexError as exc:
+                raise PluginError(f"{hint} ({exc})") from exc
+            if tuple(per_token.shape) != (n,):
+                raise PluginError(f"{hint}; it returned shape {tuple(per_token.shape)}, not ({n},)")
+            return per_token
 
         def _masked_head(self, model) -> bool:
             if self._head_takes_a_mask is None:
