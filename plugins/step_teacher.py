@@ -1,5 +1,5 @@
 """Example teacher plugin: a programmatic teacher that solves the step tasks (`examples/make_step_tasks.py`) and
-writes correct step-by-step rationales, so that what a student learns from rationales can be measured without
+the demo's look-up task, and writes correct step-by-step rationales, so that what a student learns from rationales can be measured without
 teacher noise. Load it with `rdistill --plugins-dir plugins ...`; use it as `--teacher step-teacher`.
 
 It reads the last question in the rendered prompt (any prompt whose template ends with the question, few-shot or
@@ -13,12 +13,13 @@ import re
 import rationale_distill as rd
 
 TWOHOP = re.compile(r"(?P<has>(?:\w+ has an? \w+(?:, )?)+)\. (?P<where>.+?)\. Where is the thing (?P<who>\w+) has\?")
+LOOKUP = re.compile(r"(?P<has>(?:\w+ has an? \w+ \w+(?:, )?)+)\. What colou?r is (?P<who>\w+)'s (?P<thing>\w+)\?")
 ARITH = re.compile(r"(?P<name>\w+) buys (?P<a>\d+) (?P<box>\w+) with (?P<b>\d+) (?P<item>\w+) in each\. \w+ "
                    r"(?P<verb>gives away|finds) (?P<c>\d+) (?:more )?\w+\. How many")
 
 
 def solve(question: str) -> tuple[str, str] | None:
-    """(rationale, answer) for a step-task question, or None."""
+    """(rationale, answer) for a step-task or look-up question, or None."""
     m = TWOHOP.search(question)
     if m:
         has = dict((n, t) for n, t in re.findall(r"(\w+) has an? (\w+)", m["has"]))
@@ -27,6 +28,11 @@ def solve(question: str) -> tuple[str, str] | None:
         place = where.get(thing) if thing else None
         if place:
             return f"{m['who']} has a {thing}. The {thing} is in the {place}.", place
+    m = LOOKUP.search(question)
+    if m:  # the look-up task: the one clause that answers it (what the demo's lookup-cot prompt asks for)
+        for who, colour, thing in re.findall(r"(\w+) has an? (\w+) (\w+)", m["has"]):
+            if (who, thing) == (m["who"], m["thing"]):
+                return f"{who} has a {colour} {thing}.", colour
     m = ARITH.search(question)
     if m:
         a, b, c = int(m["a"]), int(m["b"]), int(m["c"])
@@ -40,7 +46,7 @@ class StepTeacher(rd.Teacher):
     name = "step-teacher"
 
     def identity(self) -> dict:
-        return {"teacher": self.name, "version": 1}  # bump "version" when solve() changes: it is part of the cache key
+        return {"teacher": self.name, "version": 2}  # bump "version" when solve() changes: it is part of the cache key
 
     async def complete(self, request: rd.Request) -> rd.Completion:
         text = request.messages[-1]["content"]

@@ -26,7 +26,7 @@ def test_the_shipped_step_tasks_are_what_the_script_writes(tmp_path):
     assert len(train) == 400 and len(test) == 100 and not train & test  # held out
 
 
-@pytest.mark.parametrize("task,prompt", [("twohop", "twohop-cot"), ("arith", "arith-cot")])
+@pytest.mark.parametrize("task,prompt", [("twohop", "twohop-cot"), ("arith", "arith-cot"), ("lookup", "lookup-cot")])
 def test_the_programmatic_teacher_solves_every_question_and_states_the_intermediate_step(task, prompt, tmp_path):
     plugins = load_plugins(plugins_dirs=[str(ROOT / "plugins")])
     result = rd.generate(rd.GenerateConfig(data=str(DEMO / f"{task}_train.jsonl"), teachers=["step-teacher"], prompt=prompt,
@@ -36,13 +36,16 @@ def test_the_programmatic_teacher_solves_every_question_and_states_the_intermedi
     for record in result.records:
         sample = record.samples[0]
         assert sample.ok and sample.answer == record.label, sample.text
-        assert sample.rationale.strip() == rows[record.id]["reference_rationale"]
+        question = rows[record.id]["question"]
+        who, thing = question.rsplit(" is ", 1)[1].rstrip("?").split("'s ") if task == "lookup" else (None, None)
+        reference = rows[record.id].get("reference_rationale") or f"{who} has a {record.label} {thing}."  # look-up: the clause
+        assert sample.rationale.strip() == reference and (task != "lookup" or reference[:-1] in question)
     _, report = build(str(tmp_path / "t.jsonl"), BuildConfig(records=str(tmp_path / "t.jsonl"), out=str(tmp_path / "d"),
                                                              test_fraction=0, validation_fraction=0))  # fmt: skip
     assert report["examples_kept"] == 60
 
 
-@pytest.mark.parametrize("prompt", ["twohop-cot", "arith-cot"])
+@pytest.mark.parametrize("prompt", ["twohop-cot", "arith-cot", "lookup-cot"])
 def test_the_few_shot_demos_are_right_by_the_teachers_own_rules(prompt):
     import runpy as _runpy
 
