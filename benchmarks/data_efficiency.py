@@ -415,11 +415,11 @@ def summary() -> str:
     lines = ["# Data efficiency: multi-task vs label-only, every task and teacher", "",
              "Computed by `python benchmarks/data_efficiency.py --plot-only` from the committed runs (`data_efficiency*.jsonl`; "
              "the student is Gemma 3 270M + LoRA, 2 epochs, 2 CPU cores). Points of test accuracy on the 100 held-out "
-             "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] (seeds). Goal 1: "
+             "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] over 3 seeds (n where fewer). Goal 1: "
              "multi-task is not below label-only at any fraction (no interval wholly under zero). Goal 2: multi-task with "
              "at most 50% of the data reaches label-only's mean with 100%.", "",
-             "| task | teacher (greedy, test) | multi-task minus label-only, by fraction | goal 1: never below | goal 2: <= 50% reaches label-only at 100% |",
-             "|---|---|---|---|---|"]  # fmt: skip
+             "| task | teacher (greedy, test) | " + " | ".join(f"{f * 100:g}%" for f in STEP_FRACTIONS) + " | goal 1: never below "
+             "| goal 2: <= 50% reaches label-only at 100% |", "|---|---|" + "---|" * len(STEP_FRACTIONS) + "---|---|"]  # fmt: skip
     for task in TASKS:
         for who in TEACHERS:
             runs = read_runs(result_file(RUNS, task, who))
@@ -427,8 +427,9 @@ def summary() -> str:
                 continue
             g = goals(runs)
             pct = lambda f: f"{f * 100:g}%"  # noqa: E731
-            cells = "; ".join(f"{pct(f)}: {m:+.1f}" + (f" [{lo:+.0f}, {hi:+.0f}]" if len(d) > 1 else "") + f" (n={len(d)})"
-                              for f, (d, (m, lo, hi)) in g["paired"].items())  # fmt: skip
+            cells = " | ".join("-" if f not in g["paired"] else f"{g['paired'][f][1][0]:+.1f}"
+                               + (f" [{g['paired'][f][1][1]:+.0f}, {g['paired'][f][1][2]:+.0f}]" if len(g["paired"][f][0]) > 1 else "")
+                               + ("" if len(g["paired"][f][0]) == 3 else f" (n={len(g['paired'][f][0])})") for f in STEP_FRACTIONS)  # fmt: skip
             missing = [pct(f) for f in g["fractions"] if f not in g["paired"]]
             one = "no: below at " + ", ".join(map(pct, g["below"])) if g["below"] else "yes"
             if g["above"]:
@@ -446,7 +447,7 @@ def summary() -> str:
                 two = f"yes: {mean:.1f} at {pct(f)} vs {g['label_only_100']:.1f} ({'/'.join(f'{d:+.0f}' for d in diffs)} by seed)"
             teacher = result_file(TEACHER, task, who)
             accuracy = f" ({100 * json.loads(teacher.read_text())['accuracy']:.0f}%)" if teacher.is_file() else ""
-            lines.append(f"| {task} | {who}{accuracy} | {cells or '-'} | {one} | {two} |")
+            lines.append(f"| {task} | {who}{accuracy} | {cells} | {one} | {two} |")
     text = "\n".join(lines) + "\n"
     SUMMARY.write_text(text)
     return text
