@@ -51,12 +51,13 @@ def test_mean_interval_is_the_student_t_interval():
     assert (high - low) / 2 == pytest.approx(2.080 * statistics.stdev(values) / math.sqrt(22), rel=0.005)
 
 
-def _data_efficiency():
+def _data_efficiency(name: str = "data_efficiency_tables"):
+    """A fresh copy of a benchmark module (the tables by default; "data_efficiency" for the script that makes the runs)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data_efficiency.py"
-    spec = importlib.util.spec_from_file_location("data_efficiency", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     de = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(de)
     return de
@@ -124,7 +125,7 @@ def test_grid_runs_in_child_processes_at_most_jobs_at_once_and_a_failed_one_is_n
     is reported with its log's last lines while the others still finish."""
     import sys
 
-    de = _data_efficiency()
+    de = _data_efficiency("data_efficiency")
     child = (  # a stand-in for one run: notes when it starts and ends, fails on seed 2, else writes its result
         "import json, os, sys, time; cell, out, trace = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]\n"
         "open(trace, 'a').write(f'start {cell[\"seed\"]}\\n'); time.sleep(0.3)\n"

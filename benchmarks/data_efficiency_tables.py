@@ -1,0 +1,433 @@
+"""The data-efficiency study's results: where each grid's runs live, and the tables, plots and summary made from
+them (``python benchmarks/data_efficiency.py --plot-only`` redraws them all without the work folder). The runs
+themselves are made by data_efficiency.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = RESULTS / "data_efficiency.jsonl"
+LAMBDA_RUNS = RESULTS / "data_efficiency_lambda.jsonl"
+TEACHER = RESULTS / "data_efficiency_teacher.json"
+FAITHFUL_RUNS = RESULTS / "data_efficiency_faithful.jsonl"
+ANSWER_FILTERS = ["parsed", "agrees", "rationale-length", "dedup"]  # the build's defaults in rationale mode
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+STEP_FRACTIONS = (0.05, 0.125, 0.25, 0.5, 1.0)  # the step tasks: five fractions from 5% to 100%
+METHODS = {"label-only": "label-only", "single-task": "single-task", "multi-task": "rationale"}
+EQUAL_STEPS = "label-only (equal steps)"  # label-only for as many optimiser steps as multi-task
+TASKS = {"lookup": "lookup-cot", "twohop": "twohop-cot", "arith": "arith-cot"}  # task -> the teacher's CoT prompt
+TEACHERS = {"gemma": "local/gemma-3-270m", "program": "step-teacher"}
+
+
+def tag(task: str, teacher: str) -> str:
+    """'' for the demo's task and teacher (the original file names), else '-twohop-program' and the like."""
+    return "" if (task, teacher) == ("lookup", "gemma") else f"-{task}-{teacher}"
+
+
+def result_file(path: Path, task: str, teacher: str) -> Path:
+    return path.with_name(path.stem + tag(task, teacher) + path.suffix)
+
+
+EPOCHS = 2  # the main grid's training epochs (--epochs N writes a file of its own)
+
+
+def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None, task: str = "lookup") -> dict:
+    """The prompted teacher's accuracy on the test questions, with its 95% Wilson interval, and with ``train`` (its
+    records on the training questions) how much of its output survives the gold filter: the training questions with
+    at least one right sample (the pool every fraction is drawn from) and the right samples among all. Kept beside the
+    results (TEACHER) so that --plot-only can rebuild the table without the work folder."""
+    from rationale_distill.evaluation.stats import wilson
+    from rationale_distill.records import read_records
+
+    records = read_records(path)
+    right = sum(r.majority == r.label for r in records)
+    found = {"accuracy": right / len(records), "n": len(records), "ci95": wilson(right, len(records))}
+    if train is not None:
+        rows = read_records(train)
+        samples = [s for r in rows for s in r.samples]
+        found["train"] = {"questions": len(rows), "with_a_right_sample": sum(any(s.ok and s.answer == r.label for s in r.samples) for r in rows),
+                          "samples": len(samples), "right_samples": sum(s.ok and s.answer == r.label for r in rows for s in r.samples)}  # fmt: skip
+        if task != "lookup":
+            found["train"]["right_samples_right_first_step"] = right_for_the_right_reason(task, rows)[1]
+    out.write_text(json.dumps(found) + "\n")
+    return found
+
+
+def read_runs(path: Path, repair: bool = False) -> list[dict]:
+    """The finished runs in a results file. A last line cut short (the machine died while it was written) is left
+    out with a warning, so that run is made again (``repair``: and dropped from the file, whole lines kept, so the
+    next run is appended after a complete line); a broken line before the last is an error naming the line."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    runs = []
+    for number, line in enumerate(lines, 1):
+        try:
+            runs.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number < len(lines):
+                raise SystemExit(f"{path}:{number}: not a JSON run ({exc}); mend or delete that line") from None
+            print(f"warning: {path}:{number}: the last run was cut short while it was written; it will be made again", file=sys.stderr)
+            if repair:
+                path.with_suffix(".tmp").write_text("".join(x + "\n" for x in lines[:-1]))
+                path.with_suffix(".tmp").replace(path)
+    return runs
+
+
+def mean_sd(accs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds, in percent."""
+    return 100 * statistics.mean(accs), 100 * statistics.stdev(accs) if len(accs) > 1 else 0.0
+
+
+def cell(accs: list[float]) -> str:
+    """mean ± sd [95% t-interval of the mean] (n seeds), in percent."""
+    from rationale_distill.evaluation.stats import mean_interval
+
+    if not accs:
+        return "-"
+    mean, sd = mean_sd(accs)
+    _, low, high = mean_interval([100 * a for a in accs])
+    return f"{mean:.1f} ± {sd:.1f} [{max(0.0, low):.0f}-{min(100.0, high):.0f}] (n={len(accs)})"
+
+
+def paired_cell(diffs: list[float]) -> str:
+    """Paired differences in points: mean [95% t-interval] (each seed); one difference as itself; none as "-"."""
+    from rationale_distill.evaluation.stats import mean_interval
+
+    if not diffs:
+        return "-"
+    if len(diffs) == 1:
+        return f"{diffs[0]:+.1f} (n=1)"
+    mean, low, high = mean_interval(diffs)
+    return f"{mean:+.1f} [{low:+.0f} to {high:+.0f}] ({'/'.join(f'{d:+.0f}' for d in diffs)})"
+
+
+def paired_table(runs: list[dict], fractions: list[float]) -> str:
+    """Multi-task minus each control on the same subset and seed, in points: mean [95% t-interval] (per-seed values).
+    Paired, so the seed-to-seed spread of the subsets cancels: tighter than comparing the two columns above."""
+    acc = {(r["method"], r["fraction"], r["seed"]): 100 * r["accuracy"] for r in runs}
+    lines = ["Paired by seed (multi-task minus the control, points; mean [95% t-interval] (each seed)):", "",
+             "| multi-task minus | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]  # fmt: skip
+    for control in ("label-only", EQUAL_STEPS):
+        if not any(r["method"] == control for r in runs):
+            continue
+        cells = []
+        for f in fractions:
+            diffs = [acc[("multi-task", f, seed)] - acc[(control, f, seed)] for (m, ff, seed) in acc
+                     if m == "multi-task" and ff == f and (control, f, seed) in acc]  # fmt: skip
+            cells.append(paired_cell(diffs))
+        lines.append(f"| {control} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def first_step(task: str, rationale: str | None) -> str | None:
+    """A step task's intermediate result as a rationale states it: the thing the person has (two-hop), the product
+    (arithmetic); None where the rationale states none."""
+    found = re.search(r"has an? (\w+)\." if task == "twohop" else r"= (\d+)", rationale or "")
+    return found.group(1) if found else None
+
+
+def error_kind(task: str, row: dict, prediction: str) -> str:
+    """What a student's answer to a step task's test question is: "right", "first step" (the intermediate result:
+    the thing rather than its place, the product before the last step), "wrong hop" (two-hop: the place of
+    another person's thing, a first hop gone to the wrong person) or "other"."""
+    prediction = (prediction or "").strip()  # None: the student wrote nothing the answer parser takes (an "other")
+    if prediction == row["answer"]:
+        return "right"
+    first = first_step(task, row["reference_rationale"])
+    if task == "twohop":
+        places = re.findall(r"is in the (\w+)", row["question"])
+        return "first step" if prediction == first else "wrong hop" if prediction in places else "other"
+    return "first step" if prediction == first else "other"
+
+
+def right_for_the_right_reason(task: str, records: list) -> tuple[int, int]:
+    """(right samples, right samples whose rationale states the right intermediate result) over a teacher's records
+    on a step task's training questions: the gold filter keeps an answer, not the reasoning that reached it."""
+    rows = {r["id"]: r for r in map(json.loads, (ROOT / "rationale_distill" / "demo" / f"{task}_train.jsonl").read_text().splitlines())}
+    right = [(r, s) for r in records for s in r.samples if s.ok and s.answer == r.label]
+    return len(right), sum(first_step(task, s.rationale) == first_step(task, rows[r.id]["reference_rationale"]) for r, s in right)
+
+
+def error_table(runs: list[dict], task: str) -> str:
+    """Wrong answers by kind, per method and fraction, over the runs that kept their per-question predictions."""
+    if task == "lookup":
+        return ""
+    test = [json.loads(x) for x in (ROOT / "rationale_distill" / "demo" / f"{task}_test.jsonl").read_text().splitlines()]
+    kinds = ["first step", "wrong hop", "other"] if task == "twohop" else ["first step", "other"]
+    names = {"first step": "first step's result" + (" (the thing)" if task == "twohop" else " (the product)"),
+             "wrong hop": "another thing's place", "other": "other"}  # fmt: skip
+    lines = []
+    for method in [*METHODS, EQUAL_STEPS]:
+        for f in sorted({r["fraction"] for r in runs}):
+            pool = [r for r in runs if r["method"] == method and r["fraction"] == f and r.get("predictions")]
+            found = [error_kind(task, row, p) for r in pool for row, p in zip(test, r["predictions"])]
+            wrong = [k for k in found if k != "right"]
+            if wrong:
+                cells = " | ".join(f"{100 * wrong.count(k) / len(wrong):.0f}%" for k in kinds)
+                lines.append(f"| {method} | {f * 100:g}% | {len(pool)} | {len(wrong)} | {cells} |")
+    if not lines:
+        return ""
+    head = " | ".join(names[k] for k in kinds)
+    return ("Wrong answers by kind (runs that kept their per-question predictions; % of the wrong answers):\n\n"
+            f"| method | data | runs | wrong answers | {head} |\n|---|---|---|---|" + "---|" * len(kinds) + "\n" + "\n".join(lines))
+
+
+def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = read_runs(result_file(RUNS, task, who))
+    fractions = sorted({r["fraction"] for r in runs}) or list(FRACTIONS)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lines = ["| method | " + " | ".join(f"{int(f * 100 * 10) / 10}%" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
+    for method, color in zip([*METHODS, EQUAL_STEPS], ("#636363", "#fd8d3c", "#2b8cbe", "#969696")):
+        if not any(r["method"] == method for r in runs):
+            continue
+        xs, ys, errs, cells = [], [], [], []
+        for f in fractions:
+            accs = [r["accuracy"] for r in runs if r["method"] == method and r["fraction"] == f]
+            cells.append(cell(accs))
+            if accs:
+                mean, sd = mean_sd(accs)
+                xs.append(f)
+                ys.append(mean)
+                errs.append(sd)
+        if xs:
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=color, label=method)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if teacher is not None:
+        ax.axhline(100 * teacher["accuracy"], color="#e6550d", linestyle="--", label="prompted teacher")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(fractions), [f"{f:g}" for f in fractions])
+    ax.set_xlabel("fraction of training examples")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    teacher_name = "the prompted Gemma 3 270M" if who == "gemma" else "the programmatic step teacher"
+    ax.set_title(f"Data efficiency, task {task}, teacher: {teacher_name}\n(student: Gemma 3 270M + LoRA)", fontsize=9)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    png = result_file(RESULTS / "data_efficiency.png", task, who)
+    fig.savefig(png, dpi=110)
+    table = "\n".join(lines) + "\n\n" + paired_table(runs, fractions)
+    errors = error_table(runs, task)
+    if errors:
+        table += "\n\n" + errors
+    note = (f"The teacher ({teacher_name}; greedy, {teacher['n']} test questions): {100 * teacher['accuracy']:.1f}% (95% Wilson interval "
+            f"{100 * teacher['ci95'][0]:.1f}-{100 * teacher['ci95'][1]:.1f})" if teacher else "")  # fmt: skip
+    if teacher and "train" in teacher:
+        t = teacher["train"]
+        note += (f". On the {t['questions']} training questions {t['right_samples']} of its {t['samples']} samples give the gold answer, and "
+                 f"{t['with_a_right_sample']} questions keep at least one (the examples every fraction is drawn from)")  # fmt: skip
+        if "right_samples_right_first_step" in t:
+            note += (f"; {t['right_samples_right_first_step']} of those {t['right_samples']} right samples state the right intermediate "
+                     "result (the rest are right for a wrong reason, and the gold filter keeps them)")  # fmt: skip
+    cmd = "python benchmarks/data_efficiency.py --seeds 3" + ("" if not tag(task, who) else f" --task {task} --teacher {who}")
+    result_file(RESULTS / "data_efficiency.md", task, who).write_text(
+        f"# Data efficiency, task {task}, teacher {who} (test accuracy %: mean ± std [95% t-interval of the mean] over n seeds; "
+        f"{os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n\n{note}\n\n![data efficiency]({png.name})\n"
+    )
+    print(table)
+    print(note)
+
+
+SUMMARY = RESULTS / "data_efficiency-summary.md"
+
+
+def goals(runs: list[dict]) -> dict:
+    """Issue #14's two goals on one task and teacher, from its main grid's runs, paired by seed (the same subset).
+    ``paired``: per fraction, multi-task minus label-only in points (the differences, and (mean, low, high) of the
+    95% t-interval). ``below`` / ``above``: the fractions where that interval lies wholly under / over zero (two or
+    more seeds). ``half``: label-only's mean at 100%, and the smallest fraction <= 50% whose multi-task mean reaches
+    it (with multi-task at that fraction minus label-only at 100%, by seed), None where none does."""
+    from rationale_distill.evaluation.stats import mean_interval
+
+    acc = {(r["method"], r["fraction"], r["seed"]): 100 * r["accuracy"] for r in runs}
+    fractions = sorted({f for _, f, _ in acc})
+    paired = {}
+    for f in fractions:
+        diffs = [acc[("multi-task", f, s)] - acc[("label-only", f, s)] for m, ff, s in acc
+                 if (m, ff) == ("multi-task", f) and ("label-only", f, s) in acc]  # fmt: skip
+        if diffs:
+            paired[f] = (diffs, mean_interval(diffs))
+    found = {"fractions": fractions, "paired": paired,
+             "below": [f for f, (d, (_, _, high)) in paired.items() if len(d) > 1 and high < 0],
+             "above": [f for f, (d, (_, low, _)) in paired.items() if len(d) > 1 and low > 0], "half": None}  # fmt: skip
+    full = [a for (m, f, _), a in acc.items() if (m, f) == ("label-only", 1.0)]
+    if full:
+        found["label_only_100"] = statistics.mean(full)
+        for f in (f for f in fractions if f <= 0.5):
+            multi = {s: a for (m, ff, s), a in acc.items() if (m, ff) == ("multi-task", f)}
+            if multi and statistics.mean(multi.values()) >= found["label_only_100"]:
+                found["half"] = (f, statistics.mean(multi.values()),
+                                 [a - acc[("label-only", 1.0, s)] for s, a in multi.items() if ("label-only", 1.0, s) in acc])  # fmt: skip
+                break
+    return found
+
+
+def summary() -> str:
+    """One table over every task and teacher with a main grid: the paired difference at each fraction and the two
+    goals, computed from the committed runs (data_efficiency-summary.md)."""
+    lines = ["# Data efficiency: multi-task vs label-only, every task and teacher", "",
+             "Computed by `python benchmarks/data_efficiency.py --plot-only` from the committed runs (`data_efficiency*.jsonl`; "
+             "the student is Gemma 3 270M + LoRA, 2 epochs, 2 CPU cores). Points of test accuracy on the 100 held-out "
+             "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] over 3 seeds (n where fewer). Goal 1: "
+             "multi-task is not below label-only at any fraction (no interval wholly under zero). Goal 2: multi-task with "
+             "at most 50% of the data reaches label-only's mean with 100%.", "",
+             "| task | teacher (greedy, test) | " + " | ".join(f"{f * 100:g}%" for f in STEP_FRACTIONS) + " | goal 1: never below "
+             "| goal 2: <= 50% reaches label-only at 100% |", "|---|---|" + "---|" * len(STEP_FRACTIONS) + "---|---|"]  # fmt: skip
+    for task in TASKS:
+        for who in TEACHERS:
+            runs = read_runs(result_file(RUNS, task, who))
+            if not runs:
+                continue
+            g = goals(runs)
+            pct = lambda f: f"{f * 100:g}%"  # noqa: E731
+            cells = " | ".join("-" if f not in g["paired"] else f"{g['paired'][f][1][0]:+.1f}"
+                               + (f" [{g['paired'][f][1][1]:+.0f}, {g['paired'][f][1][2]:+.0f}]" if len(g["paired"][f][0]) > 1 else "")
+                               + ("" if len(g["paired"][f][0]) == 3 else f" (n={len(g['paired'][f][0])})") for f in STEP_FRACTIONS)  # fmt: skip
+            missing = [pct(f) for f in g["fractions"] if f not in g["paired"]]
+            one = "no: below at " + ", ".join(map(pct, g["below"])) if g["below"] else "yes"
+            if g["above"]:
+                one += "; above at " + ", ".join(map(pct, g["above"]))
+            if missing:
+                one += f" (not paired at {', '.join(missing)})"
+            if "label_only_100" not in g:
+                two = "label-only at 100% not run"
+            elif g["half"] is None:
+                best = max(((statistics.mean(m), f) for f in g["fractions"] if f <= 0.5
+                            for m in [[r["accuracy"] * 100 for r in runs if (r["method"], r["fraction"]) == ("multi-task", f)]] if m), default=None)  # fmt: skip
+                two = f"no: label-only at 100% {g['label_only_100']:.1f}" + (f", multi-task's best at <= 50% {best[0]:.1f} ({pct(best[1])})" if best else "")
+            else:
+                f, mean, diffs = g["half"]
+                two = f"yes: {mean:.1f} at {pct(f)} vs {g['label_only_100']:.1f} ({'/'.join(f'{d:+.0f}' for d in diffs)} by seed)"
+            teacher = result_file(TEACHER, task, who)
+            accuracy = f" ({100 * json.loads(teacher.read_text())['accuracy']:.0f}%)" if teacher.is_file() else ""
+            lines.append(f"| {task} | {who}{accuracy} | {cells} | {one} | {two} |")
+    text = "\n".join(lines) + "\n"
+    SUMMARY.write_text(text)
+    return text
+
+
+SCHEDULES = ("linear-decay", "cosine-decay")  # a sweep with --schedule S writes its own file: ..._lambda[-task-teacher]-S.jsonl
+
+
+def sweep_files(task: str, who: str) -> list[tuple[str, Path]]:
+    """(schedule, file) of every lambda sweep of a task and teacher that has runs."""
+    base = result_file(LAMBDA_RUNS, task, who)
+    files = [("constant", base)] + [(name, base.with_name(f"{base.stem}-{name}{base.suffix}")) for name in SCHEDULES]
+    return [(name, path) for name, path in files if path.is_file()]
+
+
+def lambda_table(task: str = "lookup", who: str = "gemma") -> None:
+    """Multi-task accuracy by lambda and schedule, beside label-only, its equal-steps control and multi-task at the
+    default (lambda 1, constant) from the main runs, on the same subsets and seeds; then each variant minus the
+    default, paired by seed (the seed-to-seed spread of the subsets cancels)."""
+    swept = [{**r, "schedule": name} for name, path in sweep_files(task, who) for r in read_runs(path)]
+    main_runs = read_runs(result_file(RUNS, task, who))
+    fractions = sorted({r["fraction"] for r in swept})
+    seeds = sorted({r["seed"] for r in swept})
+    default = [r for r in main_runs if r["method"] == "multi-task"]
+    rows = [(method, [r for r in main_runs if r["method"] == method]) for method in ("label-only", EQUAL_STEPS)]
+    rows = [row for row in rows if row[1]] + [("multi-task, lambda = 1, constant (the default)", default)]
+    for lam, name in sorted({(r["lambda"], r["schedule"]) for r in swept}):
+        label = f"multi-task, lambda = {lam:g}" + ("" if name == "constant" else f", {name}")
+        rows.append((label, [r for r in swept if r["lambda"] == lam and r["schedule"] == name]))
+    head = " | ".join(f"{f * 100:g}%" for f in fractions)
+    lines = [f"| student | {head} |", "|---|" + "---|" * len(fractions)]
+    for label, pool in rows:
+        cells = [cell([r["accuracy"] for r in pool if r["fraction"] == f and r["seed"] in seeds]) for f in fractions]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired by seed (each student minus the default, points; mean [95% t-interval] (each seed)):", "",
+              f"| student minus the default | {head} |", "|---|" + "---|" * len(fractions)]  # fmt: skip
+    base = {(r["fraction"], r["seed"]): 100 * r["accuracy"] for r in default}
+    for label, pool in rows:
+        if pool is default:
+            continue
+        cells = []
+        for f in fractions:
+            diffs = [100 * r["accuracy"] - base[(f, r["seed"])] for r in pool if r["fraction"] == f and r["seed"] in seeds and (f, r["seed"]) in base]
+            cells.append(paired_cell(diffs))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    where = "" if not tag(task, who) else f" --task {task} --teacher {who}"
+    cmds = []
+    for name, path in sweep_files(task, who):
+        runs = read_runs(path)
+        lams = ",".join(f"{x:g}" for x in sorted({r["lambda"] for r in runs}))
+        cmds.append(f"`python benchmarks/data_efficiency.py{where} --lambdas {lams} --fractions {','.join(f'{f:g}' for f in fractions)} "
+                    f"--seeds {len(seeds)}" + ("" if name == "constant" else f" --schedule {name}") + "`")  # fmt: skip
+    result_file(LAMBDA_RUNS, task, who).with_suffix(".md").write_text(
+        f"# Lambda and schedule sweep, task {task}, teacher {who} (multi-task, test accuracy %: mean ± std [95% t-interval of "
+        f"the mean] over seeds {seeds}; {os.cpu_count()} CPU cores)\n\n" + "\n".join(cmds) + f"\n\n{table}\n")
+    print(table)
+
+
+def epochs_file(task: str, who: str, epochs: int) -> Path:
+    """The main grid trained for another number of epochs: data_efficiency-arith-program-6epochs.jsonl and the like."""
+    path = result_file(RUNS, task, who)
+    return path.with_name(f"{path.stem}-{epochs}epochs{path.suffix}")
+
+
+def epochs_table(task: str, who: str, epochs: int) -> str:
+    """Label-only and multi-task trained for ``epochs`` beside the main grid's (EPOCHS) on the same subsets and seeds:
+    accuracy, then paired by seed multi-task minus label-only at each length and each method's longer run minus its
+    main-grid run (does more training close the gap, or widen it?)."""
+    longer = read_runs(epochs_file(task, who, epochs))
+    main_runs = read_runs(result_file(RUNS, task, who))
+    fractions = sorted({r["fraction"] for r in longer})
+    seeds = sorted({r["seed"] for r in longer})
+    pools = {(m, n): [r for r in runs if r["method"] == m and r["seed"] in seeds] for n, runs in ((EPOCHS, main_runs), (epochs, longer))
+             for m in ("label-only", "multi-task")}  # fmt: skip
+    head = " | ".join(f"{f * 100:g}%" for f in fractions)
+    lines = [f"| student | {head} |", "|---|" + "---|" * len(fractions)]
+    for (m, n), pool in pools.items():
+        lines.append(f"| {m}, {n} epochs | " + " | ".join(cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions) + " |")
+    acc = {(m, n, r["fraction"], r["seed"]): 100 * r["accuracy"] for (m, n), pool in pools.items() for r in pool}
+    lines += ["", "Paired by seed (points; mean [95% t-interval] (each seed)):", "", f"| difference | {head} |", "|---|" + "---|" * len(fractions)]
+    pairs = [(f"multi-task minus label-only, {n} epochs", ("multi-task", n), ("label-only", n)) for n in (EPOCHS, epochs)]
+    pairs += [(f"{m}, {epochs} minus {EPOCHS} epochs", (m, epochs), (m, EPOCHS)) for m in ("label-only", "multi-task")]
+    for label, a, b in pairs:
+        cells = [paired_cell([acc[(*a, f, s)] - acc[(*b, f, s)] for s in seeds if (*a, f, s) in acc and (*b, f, s) in acc]) for f in fractions]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    cmd = (f"python benchmarks/data_efficiency.py --task {task} --teacher {who} --epochs {epochs} --methods label-only,multi-task "
+           f"--fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}")  # fmt: skip
+    epochs_file(task, who, epochs).with_suffix(".md").write_text(
+        f"# Training length, task {task}, teacher {who}: {EPOCHS} vs {epochs} epochs (test accuracy %: mean ± std [95% t-interval "
+        f"of the mean] over seeds {seeds}; the same subsets, learning rate and batch; {os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n")
+    print(table)
+    return table
+
+
+def faithful_table(task: str = "lookup", who: str = "gemma") -> None:
+    """multi-task students on the same subsets, built with the answer filters only or with the grounded filter too;
+    label-only from the main grid beside them where it ran on the same fractions and seeds."""
+    path = result_file(FAITHFUL_RUNS, task, who)
+    runs = read_runs(path)
+    fractions = sorted({r["fraction"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    arms = (("answer", "multi-task, answer filters (parsed, agrees, rationale-length, dedup)"), ("grounded", "multi-task, + grounded"))
+    lines = ["| student | " + " | ".join(f"{f * 100:g}%" for f in fractions) + " | examples kept (mean) |", "|---|" + "---|" * (len(fractions) + 1)]
+    label_only = [r for r in read_runs(result_file(RUNS, task, who)) if r["method"] == "label-only" and r["seed"] in seeds and r["fraction"] in fractions]
+    pools = [(name, [r for r in runs if r.get("arm") == arm]) for arm, name in arms]
+    for name, pool in ([("label-only (the main grid, same fractions and seeds)", label_only)] if label_only else []) + pools:
+        cells = [cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions]
+        kept = [r["examples"] for r in pool]
+        lines.append(f"| {name} | " + " | ".join(cells) + (f" | {statistics.mean(kept):.1f} |" if kept else " | - |"))
+    dropped = sum(r.get("dropped", {}).get("grounded", 0) for r in runs)
+    table = "\n".join(lines)
+    where = "" if not tag(task, who) else f" --task {task} --teacher {who}"
+    cmd = f"python benchmarks/data_efficiency.py --faithful{where} --fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"
+    path.with_suffix(".md").write_text(
+        f"# Faithful rationales (multi-task, test accuracy % on the 100 held-out questions: mean ± std [95% t-interval of "
+        f"the mean] over seeds {seeds}; {os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n\nThe grounded filter dropped "
+        f"{dropped} samples over these runs (right answer, but a rationale about someone else or not from the question).\n")
+    print(table)
