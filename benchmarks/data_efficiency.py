@@ -57,6 +57,7 @@ from data_efficiency_tables import (ANSWER_FILTERS, EPOCHS, EQUAL_STEPS, FAITHFU
                                    faithful_table, lambda_table, plot, read_runs, result_file, summary, sweep_files, tag,
                                    teacher_accuracy)  # fmt: skip
 
+
 def generation(work: Path, task: str, teacher: str, test: bool):
     """(the generate config, plugins) for a task's train or test questions with a teacher."""
     from rationale_distill.pipeline import demo_config, stage_configs
@@ -251,8 +252,7 @@ def main() -> None:
         print(summary())
         return
     records, test_records = teacher_records(work, task, who)
-    if not teacher_file.is_file():
-        teacher_accuracy(test_records, teacher_file, records, task)
+    teacher = teacher_accuracy(test_records, teacher_file, records, task)  # once: the records do not change in a run
     test_data = generation(work, task, who, test=True)[0].data
     default = FRACTIONS if task == "lookup" else STEP_FRACTIONS
     fractions = [float(x) for x in args.fractions.split(",")] if args.fractions else list(default)
@@ -275,7 +275,7 @@ def main() -> None:
         if unknown:
             parser.error(f"--methods: unknown {sorted(unknown)}; choose from {[*METHODS, EQUAL_STEPS]}")
         variants, path = [(m, None) for m in chosen], result_file(RUNS, task, who)
-        report = lambda: (plot(teacher_accuracy(test_records, teacher_file, records, task), task, who), summary())  # noqa: E731
+        report = lambda: (plot(teacher, task, who), summary())  # noqa: E731
         if args.epochs != EPOCHS:
             path = epochs_file(task, who, args.epochs)
             report = lambda: epochs_table(task, who, args.epochs)  # noqa: E731
@@ -319,6 +319,7 @@ def main() -> None:
         report()
     if failed:
         raise SystemExit(f"{len(failed)} of {len(plan)} runs failed (the rest are saved; a re-run makes only these):\n" + "\n".join(failed))
+
 
 if __name__ == "__main__":
     main()

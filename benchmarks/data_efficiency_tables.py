@@ -125,6 +125,11 @@ def paired_table(runs: list[dict], fractions: list[float]) -> str:
     return "\n".join(lines)
 
 
+def demo_rows(task: str, split: str) -> list[dict]:
+    """A shipped task's questions (rationale_distill/demo/TASK_SPLIT.jsonl), in file order."""
+    return [json.loads(x) for x in (ROOT / "rationale_distill" / "demo" / f"{task}_{split}.jsonl").read_text().splitlines()]
+
+
 def first_step(task: str, rationale: str | None) -> str | None:
     """A step task's intermediate result as a rationale states it: the thing the person has (two-hop), the product
     (arithmetic); None where the rationale states none."""
@@ -149,7 +154,7 @@ def error_kind(task: str, row: dict, prediction: str) -> str:
 def right_for_the_right_reason(task: str, records: list) -> tuple[int, int]:
     """(right samples, right samples whose rationale states the right intermediate result) over a teacher's records
     on a step task's training questions: the gold filter keeps an answer, not the reasoning that reached it."""
-    rows = {r["id"]: r for r in map(json.loads, (ROOT / "rationale_distill" / "demo" / f"{task}_train.jsonl").read_text().splitlines())}
+    rows = {r["id"]: r for r in demo_rows(task, "train")}
     right = [(r, s) for r in records for s in r.samples if s.ok and s.answer == r.label]
     return len(right), sum(first_step(task, s.rationale) == first_step(task, rows[r.id]["reference_rationale"]) for r, s in right)
 
@@ -158,7 +163,7 @@ def error_table(runs: list[dict], task: str) -> str:
     """Wrong answers by kind, per method and fraction, over the runs that kept their per-question predictions."""
     if task == "lookup":
         return ""
-    test = [json.loads(x) for x in (ROOT / "rationale_distill" / "demo" / f"{task}_test.jsonl").read_text().splitlines()]
+    test = demo_rows(task, "test")
     kinds = ["first step", "wrong hop", "other"] if task == "twohop" else ["first step", "other"]
     names = {"first step": "first step's result" + (" (the thing)" if task == "twohop" else " (the product)"),
              "wrong hop": "another thing's place", "other": "other"}  # fmt: skip
@@ -246,7 +251,8 @@ def goals(runs: list[dict]) -> dict:
     ``paired``: per fraction, multi-task minus label-only in points (the differences, and (mean, low, high) of the
     95% t-interval). ``below`` / ``above``: the fractions where that interval lies wholly under / over zero (two or
     more seeds). ``half``: label-only's mean at 100%, and the smallest fraction <= 50% whose multi-task mean reaches
-    it (with multi-task at that fraction minus label-only at 100%, by seed), None where none does."""
+    it (with multi-task at that fraction minus label-only at 100%, by seed), None where none does; ``best``:
+    multi-task's highest mean at <= 50% and its fraction (None without such runs)."""
     from rationale_distill.evaluation.stats import mean_interval
 
     acc = {(r["method"], r["fraction"], r["seed"]): 100 * r["accuracy"] for r in runs}
@@ -260,15 +266,15 @@ def goals(runs: list[dict]) -> dict:
     found = {"fractions": fractions, "paired": paired,
              "below": [f for f, (d, (_, _, high)) in paired.items() if len(d) > 1 and high < 0],
              "above": [f for f, (d, (_, low, _)) in paired.items() if len(d) > 1 and low > 0], "half": None}  # fmt: skip
+    multi = {f: {s: a for (m, ff, s), a in acc.items() if (m, ff) == ("multi-task", f)} for f in fractions if f <= 0.5}
+    means = {f: statistics.mean(by_seed.values()) for f, by_seed in multi.items() if by_seed}
+    found["best"] = max(((mean, f) for f, mean in means.items()), default=None)
     full = [a for (m, f, _), a in acc.items() if (m, f) == ("label-only", 1.0)]
     if full:
         found["label_only_100"] = statistics.mean(full)
-        for f in (f for f in fractions if f <= 0.5):
-            multi = {s: a for (m, ff, s), a in acc.items() if (m, ff) == ("multi-task", f)}
-            if multi and statistics.mean(multi.values()) >= found["label_only_100"]:
-                found["half"] = (f, statistics.mean(multi.values()),
-                                 [a - acc[("label-only", 1.0, s)] for s, a in multi.items() if ("label-only", 1.0, s) in acc])  # fmt: skip
-                break
+        f = next((f for f in sorted(means) if means[f] >= found["label_only_100"]), None)
+        if f is not None:
+            found["half"] = (f, means[f], [a - acc[("label-only", 1.0, s)] for s, a in multi[f].items() if ("label-only", 1.0, s) in acc])
     return found
 
 
@@ -278,7 +284,7 @@ def summary() -> str:
     lines = ["# Data efficiency: multi-task vs label-only, every task and teacher", "",
              "Computed by `python benchmarks/data_efficiency.py --plot-only` from the committed runs (`data_efficiency*.jsonl`; "
              "the student is Gemma 3 270M + LoRA, 2 epochs, 2 CPU cores). Points of test accuracy on the 100 held-out "
-             "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] over 3 seeds (n where fewer). Goal 1: "
+             "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] (each seed). Goal 1: "
              "multi-task is not below label-only at any fraction (no interval wholly under zero). Goal 2: multi-task with "
              "at most 50% of the data reaches label-only's mean with 100%.", "",
              "| task | teacher (greedy, test) | " + " | ".join(f"{f * 100:g}%" for f in STEP_FRACTIONS) + " | goal 1: never below "
@@ -290,9 +296,7 @@ def summary() -> str:
                 continue
             g = goals(runs)
             pct = lambda f: f"{f * 100:g}%"  # noqa: E731
-            cells = " | ".join("-" if f not in g["paired"] else f"{g['paired'][f][1][0]:+.1f}"
-                               + (f" [{g['paired'][f][1][1]:+.0f}, {g['paired'][f][1][2]:+.0f}]" if len(g["paired"][f][0]) > 1 else "")
-                               + ("" if len(g["paired"][f][0]) == 3 else f" (n={len(g['paired'][f][0])})") for f in STEP_FRACTIONS)  # fmt: skip
+            cells = " | ".join(paired_cell(g["paired"][f][0]) if f in g["paired"] else "-" for f in STEP_FRACTIONS)
             missing = [pct(f) for f in g["fractions"] if f not in g["paired"]]
             one = "no: below at " + ", ".join(map(pct, g["below"])) if g["below"] else "yes"
             if g["above"]:
@@ -302,8 +306,7 @@ def summary() -> str:
             if "label_only_100" not in g:
                 two = "label-only at 100% not run"
             elif g["half"] is None:
-                best = max(((statistics.mean(m), f) for f in g["fractions"] if f <= 0.5
-                            for m in [[r["accuracy"] * 100 for r in runs if (r["method"], r["fraction"]) == ("multi-task", f)]] if m), default=None)  # fmt: skip
+                best = g["best"]
                 two = f"no: label-only at 100% {g['label_only_100']:.1f}" + (f", multi-task's best at <= 50% {best[0]:.1f} ({pct(best[1])})" if best else "")
             else:
                 f, mean, diffs = g["half"]

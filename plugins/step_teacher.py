@@ -1,6 +1,7 @@
 """Example teacher plugin: a programmatic teacher that solves the step tasks (`examples/make_step_tasks.py`) and
-the demo's look-up task, and writes correct step-by-step rationales, so that what a student learns from rationales can be measured without
-teacher noise. Load it with `rdistill --plugins-dir plugins ...`; use it as `--teacher step-teacher`.
+the demo's look-up task, and writes correct step-by-step rationales, so that what a student learns from rationales
+can be measured without teacher noise. Load it with `rdistill --plugins-dir plugins ...`; use it as `--teacher
+step-teacher`.
 
 It reads the last question in the rendered prompt (any prompt whose template ends with the question, few-shot or
 bare), solves it by rule, and answers in the demos' format: "<rationale> So the answer is <answer>." A question it

@@ -91,6 +91,7 @@ def test_the_goal_verdicts_pair_by_seed_and_find_the_smallest_fraction_that_reac
     assert [round(d) for d in diffs] == [50, 45, 47] and round(mean, 1) == 47.3
     fraction, mean, by_seed = g["half"]  # 25% and 50% both reach label-only's 92.0 at 100%: the smaller one
     assert fraction == 0.25 and round(mean, 1) == 92.3 and [round(d) for d in by_seed] == [0, 1, 0]
+    assert g["best"] == (pytest.approx(93.0), 0.5)  # multi-task's highest mean at <= 50% (0.125 has one run: 30)
     monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
     monkeypatch.setattr(de, "SUMMARY", tmp_path / "summary.md")
     monkeypatch.setattr(de, "TEACHER", tmp_path / "data_efficiency_teacher.json")

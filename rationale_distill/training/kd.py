@@ -91,9 +91,9 @@ class SoftTargets:
 
     def per_token(self, trainer, model, inputs: dict, extra: dict, kd_mask, hidden, logits) -> torch.Tensor:
         """The divergence at each position with a target, in ``kd_mask``'s row-major order (N,). ``hidden`` (N, H)
-        (what the student's LM head read) and ``logits`` (N, V) are already taken at
-        those positions (``kd_mask > 0``, row-major: the model computes its head there only); ``inputs`` and
-        ``extra`` are the micro-batch's (B, T, ...) tensors, to be indexed with ``kd_mask > 0``."""
+        (what the student's LM head read) and ``logits`` (N, V) are already taken at those positions (``kd_mask >
+        0``, row-major: the model computes its head there only); ``inputs`` and ``extra`` are the micro-batch's
+        (B, T, ...) tensors, to be indexed with ``kd_mask > 0``."""
         raise NotImplementedError
 
     def count(self, key: str, n: int = 1) -> None:

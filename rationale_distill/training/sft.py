@@ -121,8 +121,11 @@ def make_trainer_class():
             self._window_counts = None
             self._head_takes_a_mask = None  # probed on the first loss
 
-        def _forward(self, model, inputs: dict, capture: bool):
-            """(outputs, what the LM head read: the student's side of the chunked divergence, when ``capture``)."""
+        def _forward(self, model, inputs: dict, capture: bool, kept=None):
+            """(outputs, what the LM head read: the student's side of the chunked divergence, when ``capture``); with a
+            (B, T) mask ``kept`` the head runs at those positions only ((N, V) logits, (N, H) hidden states)."""
+            if kept is not None:
+                inputs = {**inputs, "logits_to_keep": kept}
             hidden = {}
             hook = None
             if capture:
@@ -147,9 +150,9 @@ def make_trainer_class():
                 batch = {k: v.to(kd_mask.device) for k, v in batch.items()}
                 s_inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
                 s_extra, s_mask = {k: batch[k] for k in self.soft.fields}, batch["kd_mask"]
-                s_kept = s_mask > 0 if self._masked_head(model) else None
-                s_out, s_hidden = self._forward(model, {**s_inputs, "logits_to_keep": s_kept} if s_kept is not None else s_inputs, capture=True)
                 at = s_mask > 0
+                s_kept = at if self._masked_head(model) else None
+                s_out, s_hidden = self._forward(model, s_inputs, capture=True, kept=s_kept)
                 per_token = self._per_token(unwrapped, s_inputs, s_extra, s_mask, rows_at(s_hidden, s_kept, at), rows_at(s_out.logits, s_kept, at))
                 self._metrics[mode]["on_policy"].append(1.0)
                 return per_token.mean() * kd_mask.sum()
@@ -193,15 +196,15 @@ def make_trainer_class():
             labels, task_ids = inputs.pop("labels"), inputs.pop("task_ids")
             kd_mask = inputs.pop("kd_mask", None)
             extra = {k: inputs.pop(k) for k in (self.soft.fields if self.soft else ())}
+            completion = completion_positions(labels)
             kept = None  # the head at every position, or only where a loss reads it: completion and soft-target positions
             if not return_outputs and self._masked_head(model):
-                kept = completion_positions(labels) if kd_mask is None else completion_positions(labels) | (kd_mask > 0)
-            outputs, hidden = self._forward(model, {**inputs, "logits_to_keep": kept} if kept is not None else inputs,
-                                            capture=self.soft is not None)  # one pass for every task  # fmt: skip
+                kept = completion if kd_mask is None else completion | (kd_mask > 0)
+            outputs, hidden = self._forward(model, inputs, capture=self.soft is not None, kept=kept)  # one pass for every task
             weights = self.task_weights
             if model.training and self.rationale_schedule != "constant" and self.state.max_steps:
                 weights = (weights[0], weights[1] * schedule(self.rationale_schedule, self.state.global_step / self.state.max_steps))
-            label_logits = outputs.logits if kept is None else rows_at(outputs.logits, kept, completion_positions(labels))
+            label_logits = outputs.logits if kept is None else rows_at(outputs.logits, kept, completion)
             loss, (label_loss, rationale_loss) = multitask_loss(label_logits, labels, task_ids, weights, counts[:2])
             mode = "train" if model.training else "eval"
             if self.soft is not None and kd_mask is not None and bool((kd_mask > 0).any()):
