@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import re
 import statistics
 import sys
@@ -380,28 +381,33 @@ def epochs_file(task: str, who: str, epochs: int) -> Path:
 
 
 def epochs_table(task: str, who: str, epochs: int) -> str:
-    """Label-only and multi-task trained for ``epochs`` beside the main grid's (EPOCHS) on the same subsets and seeds:
-    accuracy, then paired by seed multi-task minus label-only at each length and each method's longer run minus its
-    main-grid run (does more training close the gap, or widen it?)."""
+    """The main grid's methods trained for ``epochs`` beside the same methods at EPOCHS on the same subsets and seeds:
+    accuracy, then paired by seed multi-task minus each other method at each length and each method's longer run minus
+    its main-grid run (does more training close the gap, or widen it?). Label-only and multi-task always have rows;
+    another method (the equal-steps control) has rows where the longer file holds it."""
     longer = read_runs(epochs_file(task, who, epochs))
     main_runs = read_runs(result_file(RUNS, task, who))
     fractions = sorted({r["fraction"] for r in longer})
     seeds = sorted({r["seed"] for r in longer})
-    pools = {(m, n): [r for r in runs if r["method"] == m and r["seed"] in seeds] for n, runs in ((EPOCHS, main_runs), (epochs, longer))
-             for m in ("label-only", "multi-task")}  # fmt: skip
+    methods = ["label-only", "multi-task"] + [m for m in (EQUAL_STEPS, "single-task") if any(r["method"] == m for r in longer)]
+    pools = {(m, n): [r for r in runs if r["method"] == m and r["seed"] in seeds] for m in methods
+             for n, runs in ((EPOCHS, main_runs), (epochs, longer))}  # fmt: skip
+    pools = {key: pool for key, pool in pools.items() if pool or key[0] in ("label-only", "multi-task")}
     head = " | ".join(f"{f * 100:g}%" for f in fractions)
     lines = [f"| student | {head} |", "|---|" + "---|" * len(fractions)]
     for (m, n), pool in pools.items():
         lines.append(f"| {m}, {n} epochs | " + " | ".join(cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions) + " |")
     acc = {(m, n, r["fraction"], r["seed"]): 100 * r["accuracy"] for (m, n), pool in pools.items() for r in pool}
     lines += ["", "Paired by seed (points; mean [95% t-interval] (each seed)):", "", f"| difference | {head} |", "|---|" + "---|" * len(fractions)]
-    pairs = [(f"multi-task minus label-only, {n} epochs", ("multi-task", n), ("label-only", n)) for n in (EPOCHS, epochs)]
-    pairs += [(f"{m}, {epochs} minus {EPOCHS} epochs", (m, epochs), (m, EPOCHS)) for m in ("label-only", "multi-task")]
+    pairs = [(f"multi-task minus {m}, {n} epochs", ("multi-task", n), (m, n)) for m in methods if m != "multi-task"
+             for n in (EPOCHS, epochs) if (m, n) in pools]  # fmt: skip
+    pairs += [(f"{m}, {epochs} minus {EPOCHS} epochs", (m, epochs), (m, EPOCHS)) for m in methods if (m, EPOCHS) in pools and (m, epochs) in pools]
     for label, a, b in pairs:
         cells = [paired_cell([acc[(*a, f, s)] - acc[(*b, f, s)] for s in seeds if (*a, f, s) in acc and (*b, f, s) in acc]) for f in fractions]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    cmd = (f"python benchmarks/data_efficiency.py --task {task} --teacher {who} --epochs {epochs} --methods label-only,multi-task "
+    ran = [m for m in methods if any(r["method"] == m for r in longer)]
+    cmd = (f"python benchmarks/data_efficiency.py --task {task} --teacher {who} --epochs {epochs} --methods {shlex.quote(','.join(ran))} "
            f"--fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}")  # fmt: skip
     epochs_file(task, who, epochs).with_suffix(".md").write_text(
         f"# Training length, task {task}, teacher {who}: {EPOCHS} vs {epochs} epochs (test accuracy %: mean ± std [95% t-interval "

@@ -114,11 +114,20 @@ def test_the_epochs_table_sets_longer_runs_beside_the_main_grid_on_the_same_seed
     write(de.epochs_file("arith", "program", 6), [{"method": m, "seed": s, "accuracy": a, "epochs": 6} for m, s, a in [
         ("label-only", 0, 0.20), ("label-only", 1, 0.25), ("multi-task", 0, 0.40), ("multi-task", 1, 0.38)]])  # seed 2 not run yet
     table = de.epochs_table("arith", "program", 6)
+    assert "equal steps" not in table and "single-task" not in table  # rows only for what the longer file holds
     row = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert "(n=2)" in row["label-only, 2 epochs"]  # the main grid on the longer runs' seeds only
     assert "(+20/+13)" in row["multi-task minus label-only, 6 epochs"] and "(+4/+3)" in row["multi-task minus label-only, 2 epochs"]
     assert "(+14/+20)" in row["label-only, 6 minus 2 epochs"] and "(+30/+30)" in row["multi-task, 6 minus 2 epochs"]
     assert (tmp_path / "data_efficiency-arith-program-6epochs.md").read_text().count("--epochs 6") == 1
+    # The equal-steps control trained as long sits beside them and multi-task is paired against it.
+    with de.epochs_file("arith", "program", 6).open("a") as fh:
+        fh.write("".join(json.dumps({"fraction": 0.25, "method": de.EQUAL_STEPS, "seed": s, "accuracy": a, "epochs": 6}) + "\n"
+                         for s, a in [(0, 0.31), (1, 0.30)]))
+    row = {line.split(" | ")[0].lstrip("| "): line for line in de.epochs_table("arith", "program", 6).splitlines() if line.startswith("| ")}
+    assert "30.5" in row["label-only (equal steps), 6 epochs"] and "(+9/+8)" in row["multi-task minus label-only (equal steps), 6 epochs"]
+    assert "label-only (equal steps), 2 epochs" not in row  # the main grid has none on these seeds: no empty row
+    assert "--methods 'label-only,multi-task,label-only (equal steps)'" in (tmp_path / "data_efficiency-arith-program-6epochs.md").read_text()
 
 
 def test_grid_runs_in_child_processes_at_most_jobs_at_once_and_a_failed_one_is_named_not_fatal(tmp_path):
