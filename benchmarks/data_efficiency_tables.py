@@ -55,8 +55,7 @@ def teacher_accuracy(path: Path, out: Path = TEACHER, train: Path | None = None,
         samples = [s for r in rows for s in r.samples]
         found["train"] = {"questions": len(rows), "with_a_right_sample": sum(any(s.ok and s.answer == r.label for s in r.samples) for r in rows),
                           "samples": len(samples), "right_samples": sum(s.ok and s.answer == r.label for r in rows for s in r.samples)}  # fmt: skip
-        if task != "lookup":
-            found["train"]["right_samples_right_first_step"] = right_for_the_right_reason(task, rows)[1]
+        found["train"]["right_samples_right_first_step"] = right_for_the_right_reason(task, rows)[1]
     out.write_text(json.dumps(found) + "\n")
     return found
 
@@ -132,10 +131,20 @@ def demo_rows(task: str, split: str) -> list[dict]:
 
 
 def first_step(task: str, rationale: str | None) -> str | None:
-    """A step task's intermediate result as a rationale states it: the thing the person has (two-hop), the product
-    (arithmetic); None where the rationale states none."""
-    found = re.search(r"has an? (\w+)\." if task == "twohop" else r"= (\d+)", rationale or "")
+    """A task's intermediate result as a rationale states it: the person whose thing it is (look-up), the thing the
+    person has (two-hop), the product (arithmetic); None where the rationale states none."""
+    pattern = {"lookup": r"(\w+) has an? ", "twohop": r"has an? (\w+)\."}.get(task, r"= (\d+)")
+    found = re.search(pattern, rationale or "")
     return found.group(1) if found else None
+
+
+def reference_rationale(task: str, row: dict) -> str:
+    """The gold rationale of a shipped question: the step tasks ship one; the look-up task's is the clause of the
+    person asked about ("Eva has a blue kite.")."""
+    if task != "lookup":
+        return row["reference_rationale"]
+    person, thing = re.search(r"What color is (\w+)'s (\w+)\?", row["question"]).groups()
+    return f"{person} has a {row['answer']} {thing}."
 
 
 def error_kind(task: str, row: dict, prediction: str) -> str:
@@ -154,10 +163,10 @@ def error_kind(task: str, row: dict, prediction: str) -> str:
 
 def right_for_the_right_reason(task: str, records: list) -> tuple[int, int]:
     """(right samples, right samples whose rationale states the right intermediate result) over a teacher's records
-    on a step task's training questions: the gold filter keeps an answer, not the reasoning that reached it."""
+    on a task's training questions: the gold filter keeps an answer, not the reasoning that reached it."""
     rows = {r["id"]: r for r in demo_rows(task, "train")}
     right = [(r, s) for r in records for s in r.samples if s.ok and s.answer == r.label]
-    return len(right), sum(first_step(task, s.rationale) == first_step(task, rows[r.id]["reference_rationale"]) for r, s in right)
+    return len(right), sum(first_step(task, s.rationale) == first_step(task, reference_rationale(task, rows[r.id])) for r, s in right)
 
 
 def error_table(runs: list[dict], task: str) -> str:
@@ -233,8 +242,9 @@ def plot(teacher: dict | None, task: str = "lookup", who: str = "gemma") -> None
         note += (f". On the {t['questions']} training questions {t['right_samples']} of its {t['samples']} samples give the gold answer, and "
                  f"{t['with_a_right_sample']} questions keep at least one (the examples every fraction is drawn from)")  # fmt: skip
         if "right_samples_right_first_step" in t:
-            note += (f"; {t['right_samples_right_first_step']} of those {t['right_samples']} right samples state the right intermediate "
-                     "result (the rest are right for a wrong reason, and the gold filter keeps them)")  # fmt: skip
+            step = "name the person asked about" if task == "lookup" else "state the right intermediate result"
+            note += (f"; {t['right_samples_right_first_step']} of those {t['right_samples']} right samples {step} "
+                     "(the rest are right for a wrong reason, and the gold filter keeps them)")  # fmt: skip
     cmd = "python benchmarks/data_efficiency.py --seeds 3" + ("" if not tag(task, who) else f" --task {task} --teacher {who}")
     result_file(RESULTS / "data_efficiency.md", task, who).write_text(
         f"# Data efficiency, task {task}, teacher {who} (test accuracy %: mean ± std [95% t-interval of the mean] over n seeds; "

@@ -208,6 +208,13 @@ def test_a_right_answer_counts_as_right_for_the_right_reason_only_with_the_right
                Sample("t", 3, "x", "The attic.", "attic", parse_error="no rationale")]  # not ok: not counted  # fmt: skip
     record = TeacherRecord(gold["id"], gold, gold["question"], "attic", {}, [], [], samples)
     assert de.right_for_the_right_reason("twohop", [record]) == (2, 1)
+    # The look-up task's one step is whose thing it is: a right colour read off another person's clause is the wrong reason.
+    gold = json.loads((de.ROOT / "rationale_distill" / "demo" / "lookup_train.jsonl").read_text().splitlines()[1])  # Eva's kite, blue
+    assert de.reference_rationale("lookup", gold) == "Eva has a blue kite." and de.first_step("lookup", "Max has a blue kite.") == "Max"
+    samples = [Sample("t", 0, "x", "Eva has a blue kite.", "blue"), Sample("t", 1, "x", "Max has a blue kite.", "blue"),
+               Sample("t", 2, "x", "Eva has a red kite.", "red")]  # fmt: skip
+    record = TeacherRecord(gold["id"], gold, gold["question"], "blue", {}, [], [], samples)
+    assert de.right_for_the_right_reason("lookup", [record]) == (2, 1)
 
 
 def test_step_task_errors_are_sorted_by_which_step_went_wrong():
