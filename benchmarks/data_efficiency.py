@@ -11,6 +11,8 @@
     python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 1 --schedule linear-decay --fractions 0.25
     python benchmarks/data_efficiency.py --task arith --teacher program --epochs 6 --methods label-only,multi-task --fractions 0.25
                                                             # the same students trained longer, beside the main grid
+    python benchmarks/data_efficiency.py --task twohop --teacher program --recheck multi-task,0.25,0
+                                                            # make one committed run again: the same accuracy and answers?
     python benchmarks/data_efficiency.py --plot-only --task twohop --teacher program   # also data_efficiency-summary.md:
                                                             # every task and teacher, multi-task minus label-only and the goals
 
@@ -48,12 +50,13 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tables module beside this script
-from data_efficiency_tables import (ANSWER_FILTERS, EPOCHS, EQUAL_STEPS, FAITHFUL_RUNS, FRACTIONS, LAMBDA_RUNS, RESULTS,  # noqa: E402
-                                   METHODS, ROOT, RUNS, STEP_FRACTIONS, TASKS, TEACHER, TEACHERS, epochs_file, epochs_table,
+from data_efficiency_tables import (ANSWER_FILTERS, EPOCHS, EQUAL_STEPS, FAITHFUL_RUNS, FRACTIONS, LAMBDA_RUNS, RECHECKS,  # noqa: E402
+                                   RESULTS, METHODS, ROOT, RUNS, STEP_FRACTIONS, TASKS, TEACHER, TEACHERS, epochs_file, epochs_table,
                                    faithful_table, lambda_table, plot, read_runs, result_file, summary, sweep_files, tag,
                                    teacher_accuracy)  # fmt: skip
 
@@ -200,6 +203,31 @@ def run_cells(cells: list[dict], jobs: int, work: Path, threads: int, command=ce
             proc.terminate()
 
 
+def recheck_spec(spec: str) -> tuple[str, float, int]:
+    """--recheck's METHOD,FRACTION,SEED."""
+    try:
+        method, fraction, seed = (x.strip() for x in spec.rsplit(",", 2))
+        return method, float(fraction), int(seed)
+    except ValueError:
+        raise SystemExit(f"--recheck {spec!r}: give METHOD,FRACTION,SEED, e.g. --recheck multi-task,0.25,0") from None
+
+
+def compare_runs(committed: dict, again: dict) -> tuple[str, bool]:
+    """One line saying whether a run made again matches the committed one (accuracy, and each question's answer
+    where the committed run kept them), and whether it does."""
+    name = f"{committed['method']}, {committed['fraction'] * 100:g}%, seed {committed['seed']}"
+    old, new = 100 * committed["accuracy"], 100 * again["accuracy"]
+    same = old == new
+    line = f"{name}: committed {old:.1f}%, made again {new:.1f}%: " + ("the same" if same else f"differs by {new - old:+.1f} points")
+    if committed.get("predictions") is not None:
+        agree = sum(a == b for a, b in zip(committed["predictions"], again["predictions"]))
+        same &= agree == len(committed["predictions"]) == len(again["predictions"])
+        line += f" ({agree} of {len(committed['predictions'])} answers the same)"
+    else:
+        line += " (the committed run kept no per-question answers to compare)"
+    return line, same
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -218,6 +246,10 @@ def main() -> None:
                                                             "(each holds a student in memory; logs in WORK/logs)")  # fmt: skip
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: one run of the grid (one_run's arguments, JSON)
     parser.add_argument("--cell-out", help=argparse.SUPPRESS)
+    parser.add_argument("--recheck", metavar="METHOD,FRACTION,SEED",
+                        help="make one committed run of the grid (with --task, --teacher, --epochs) again in a folder of its own and "
+                             "say whether its accuracy and answers match the committed ones (exit 1 if not); each verdict is "
+                             "appended to data_efficiency_rechecks.jsonl")  # fmt: skip
     parser.add_argument("--faithful", action="store_true", help="multi-task with the grounded filter, against the main multi-task runs")
     parser.add_argument("--methods", help=f"comma-separated: run only these of the main grid's methods ({', '.join([*METHODS, EQUAL_STEPS])}), "
                                           "e.g. to spend CPU where an interval is widest first")  # fmt: skip
@@ -231,6 +263,14 @@ def main() -> None:
         return
     if args.epochs != EPOCHS and (args.lambdas or args.faithful):
         parser.error("--epochs: the main grid's methods only (not with --lambdas or --faithful)")
+    if args.recheck:  # checked before any teacher call: the run must be in the results file
+        if args.lambdas or args.faithful:
+            parser.error("--recheck: the main grid's runs only (not with --lambdas or --faithful)")
+        method, fraction, seed = recheck_spec(args.recheck)
+        runs_file = epochs_file(args.task, args.teacher, args.epochs) if args.epochs != EPOCHS else result_file(RUNS, args.task, args.teacher)
+        committed = [r for r in read_runs(runs_file) if (r["method"], r["fraction"], r["seed"]) == (method, fraction, seed)]
+        if not committed:
+            raise SystemExit(f"--recheck: {runs_file} has no run {method}, {fraction:g}, seed {seed}; pick one of its lines")
     from tqdm.auto import tqdm
 
     RESULTS.mkdir(exist_ok=True)
@@ -279,16 +319,30 @@ def main() -> None:
         if args.epochs != EPOCHS:
             path = epochs_file(task, who, args.epochs)
             report = lambda: epochs_table(task, who, args.epochs)  # noqa: E731
+
+    def grid_cell(method: str, lam, fraction: float, seed: int, into: Path = work) -> dict:
+        filters = variant_filters.get(lam)
+        return {"variant": lam, "method": method, "fraction": fraction, "seed": seed, "records": str(records), "test_data": test_data,
+                "work": str(into), "rationale_weight": 1.0 if lam is None or filters else lam, "filters": filters,
+                "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs}  # fmt: skip
+
+    if args.recheck:
+        again = work / "recheck"  # a folder of its own: the subset, dataset and student are all made anew
+        shutil.rmtree(again, ignore_errors=True)
+        again.mkdir()
+        result = one_run(**run_args(grid_cell(method, None, fraction, seed, again)))
+        line, same = compare_runs(committed[-1], result)
+        print(line)
+        with RECHECKS.open("a") as fh:  # every recheck is kept, whatever it found
+            fh.write(json.dumps({"task": task, "teacher": who, "epochs": args.epochs, "method": method, "fraction": fraction, "seed": seed,
+                                 "committed": committed[-1]["accuracy"], "again": result["accuracy"], "same": same, "verdict": line,
+                                 "threads": result["threads"], "wall_s": result["wall_s"], "date": time.strftime("%Y-%m-%d")}) + "\n")  # fmt: skip
+        raise SystemExit(0 if same else 1)
     done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path, repair=True)}
     plan = [(seed, fraction, method, lam) for seed in range(args.seeds) for fraction in fractions for method, lam in variants
             if (method, lam, fraction, seed) not in done]  # fmt: skip
     print(f"{len(plan)} runs to make ({len(done)} done in {path.name})", flush=True)
-    cells = []
-    for seed, fraction, method, lam in plan:
-        filters = variant_filters.get(lam)
-        cells.append({"variant": lam, "method": method, "fraction": fraction, "seed": seed, "records": str(records), "test_data": test_data,
-                      "work": str(work), "rationale_weight": 1.0 if lam is None or filters else lam, "filters": filters,
-                      "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs})  # fmt: skip
+    cells = [grid_cell(method, lam, fraction, seed) for seed, fraction, method, lam in plan]
     if args.jobs > 1:
         finished = run_cells(cells, args.jobs, work, threads=max(1, (os.cpu_count() or 1) // args.jobs))
     else:  # in this process, one after another

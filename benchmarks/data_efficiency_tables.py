@@ -18,6 +18,7 @@ RUNS = RESULTS / "data_efficiency.jsonl"
 LAMBDA_RUNS = RESULTS / "data_efficiency_lambda.jsonl"
 TEACHER = RESULTS / "data_efficiency_teacher.json"
 FAITHFUL_RUNS = RESULTS / "data_efficiency_faithful.jsonl"
+RECHECKS = RESULTS / "data_efficiency_rechecks.jsonl"  # --recheck's verdicts: committed runs made again
 ANSWER_FILTERS = ["parsed", "agrees", "rationale-length", "dedup"]  # the build's defaults in rationale mode
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 STEP_FRACTIONS = (0.05, 0.125, 0.25, 0.5, 1.0)  # the step tasks: five fractions from 5% to 100%

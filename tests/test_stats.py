@@ -3,6 +3,7 @@
 import json
 import math
 import statistics
+import sys
 
 import pytest
 
@@ -232,3 +233,45 @@ def test_step_task_errors_are_sorted_by_which_step_went_wrong():
             {"method": "label-only", "fraction": 0.25, "seed": 0, "predictions": ["x"] * len(test)}]  # fmt: skip
     table = de.error_table(runs, "arith")
     assert "| multi-task | 25% | 1 | 50 | 100% | 0% |" in table and "| label-only | 25% | 1 | 100 | 0% | 100% |" in table
+
+
+def test_recheck_says_whether_a_run_made_again_matches_the_committed_one(monkeypatch, tmp_path, capsys):
+    """--recheck METHOD,FRACTION,SEED: a reviewer re-makes any number in a table; the verdict compares the accuracy and
+    every answer the committed run kept, and a run that is not in the results file is refused before any work."""
+    run = _data_efficiency("data_efficiency")
+    assert run.recheck_spec("label-only (equal steps), 0.25, 2") == ("label-only (equal steps)", 0.25, 2)
+    with pytest.raises(SystemExit, match="give METHOD,FRACTION,SEED"):
+        run.recheck_spec("multi-task,0.25")
+    committed = {"method": "multi-task", "fraction": 0.25, "seed": 0, "accuracy": 0.7, "predictions": ["a", "b", "c"]}
+    line, same = run.compare_runs(committed, {**committed, "predictions": ["a", "b", "c"]})
+    assert same and line == "multi-task, 25%, seed 0: committed 70.0%, made again 70.0%: the same (3 of 3 answers the same)"
+    line, same = run.compare_runs(committed, {**committed, "predictions": ["a", "c", "b"]})  # same score, other answers
+    assert not same and "(1 of 3 answers the same)" in line
+    line, same = run.compare_runs(committed, {**committed, "accuracy": 0.68})
+    assert not same and "differs by -2.0 points" in line
+    line, same = run.compare_runs({k: v for k, v in committed.items() if k != "predictions"}, {**committed})
+    assert same and "kept no per-question answers" in line
+    # A run not in the file: one line naming the file, before a teacher is asked anything.
+    monkeypatch.setattr(run, "RUNS", tmp_path / "data_efficiency.jsonl")
+    (tmp_path / "data_efficiency-twohop-program.jsonl").write_text(json.dumps(committed) + "\n")
+    monkeypatch.setattr(run, "teacher_records", lambda *a, **k: pytest.fail("no teacher call for a run that is not there"))
+    monkeypatch.setattr(sys, "argv", ["x", "--task", "twohop", "--teacher", "program", "--recheck", "multi-task,0.5,0", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"data_efficiency-twohop-program.jsonl has no run multi-task, 0.5, seed 0"):
+        run.main()
+    # A run that is there is made again in a folder of its own, with the grid's own arguments for it.
+    from types import SimpleNamespace
+
+    made = []
+    monkeypatch.setattr(run, "teacher_records", lambda work, task, who: (tmp_path / "teacher.jsonl", tmp_path / "test.jsonl"))
+    monkeypatch.setattr(run, "teacher_accuracy", lambda *a, **k: {})
+    monkeypatch.setattr(run, "generation", lambda *a, **k: (SimpleNamespace(data="twohop_test.jsonl"), None))
+    monkeypatch.setattr(run, "one_run", lambda **cell: made.append(cell) or {**committed, "predictions": ["a", "b", "x"], "threads": 1, "wall_s": 9.0})
+    monkeypatch.setattr(run, "RECHECKS", tmp_path / "rechecks.jsonl")
+    monkeypatch.setattr(sys, "argv", ["x", "--task", "twohop", "--teacher", "program", "--recheck", "multi-task,0.25,0", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit) as stopped:
+        run.main()
+    assert stopped.value.code == 1 and "(2 of 3 answers the same)" in capsys.readouterr().out
+    kept = json.loads((tmp_path / "rechecks.jsonl").read_text())
+    assert (kept["task"], kept["teacher"], kept["committed"], kept["again"], kept["same"]) == ("twohop", "program", 0.7, 0.7, False)
+    assert made[0]["work"] == tmp_path / "recheck" and made[0]["max_length"] == 128 and made[0]["rationale_weight"] == 1.0
+    assert (made[0]["method"], made[0]["fraction"], made[0]["seed"], made[0]["epochs"]) == ("multi-task", 0.25, 0, 2)
