@@ -11,6 +11,8 @@
     python benchmarks/data_efficiency.py --task twohop --teacher program --lambdas 1 --schedule linear-decay --fractions 0.25
     python benchmarks/data_efficiency.py --task arith --teacher program --epochs 6 --methods label-only,multi-task --fractions 0.25
                                                             # the same students trained longer, beside the main grid
+    python benchmarks/data_efficiency.py --rationales-from program --fractions 0.125,0.25 --seeds 3
+                                                            # the Gemma teacher's examples, the program's rationales for them
     python benchmarks/data_efficiency.py --task twohop --teacher program --recheck multi-task,0.25,0
                                                             # make one committed run again: the same accuracy and answers?
     python benchmarks/data_efficiency.py --plot-only --task twohop --teacher program   # also data_efficiency-summary.md:
@@ -57,7 +59,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tables module beside this script
 from data_efficiency_tables import (ANSWER_FILTERS, EPOCHS, EQUAL_STEPS, FAITHFUL_RUNS, FRACTIONS, LAMBDA_RUNS, RECHECKS,  # noqa: E402
                                    RESULTS, METHODS, ROOT, RUNS, STEP_FRACTIONS, TASKS, TEACHER, TEACHERS, epochs_file, epochs_table,
-                                   faithful_table, lambda_table, plot, read_runs, result_file, summary, sweep_files, tag,
+                                   faithful_table, lambda_table, plot, read_runs, result_file, summary, swap_file, swap_table, sweep_files, tag,
                                    teacher_accuracy)  # fmt: skip
 
 
@@ -109,18 +111,39 @@ def subset(records_path: Path, fraction: float, seed: int, work: Path) -> Path:
     return path
 
 
+def swap_rationales(sub: Path, other: Path) -> Path:
+    """``sub``'s records with every right sample's rationale replaced by ``other``'s (another teacher's records on the
+    same questions: its first right sample's rationale), written beside it as ...-swapped.jsonl. The examples, answers
+    and row count stay; only what the rationale rows say changes (--rationales-from)."""
+    from rationale_distill.records import read_records, write_jsonl
+
+    theirs = {r.id: next((s.rationale for s in r.samples if s.ok and s.answer == r.label), None) for r in read_records(other)}
+    records = read_records(sub)
+    for r in records:
+        if not theirs.get(r.id):
+            raise SystemExit(f"--rationales-from: {other} has no right rationale for {r.id}; pick a teacher right on every question")
+        for s in r.samples:
+            if s.ok and s.answer == r.label:
+                s.rationale = theirs[r.id]
+    path = sub.with_name(f"{sub.stem}-swapped.jsonl")
+    write_jsonl(path, records)
+    return path
+
+
 BATCH = 8
 
 
 def one_run(method: str, fraction: float, seed: int, records: Path, test_data: str, work: Path, rationale_weight: float = 1.0,
-            filters: list[str] | None = None, schedule: str = "constant", max_length: int = 96, epochs: int = EPOCHS) -> dict:  # fmt: skip
+            filters: list[str] | None = None, schedule: str = "constant", max_length: int = 96, epochs: int = EPOCHS,
+            rationales_from: str | None = None) -> dict:  # fmt: skip
     import math
-    import time
 
     import rationale_distill as rd
 
     started = time.perf_counter()
     sub = subset(records, fraction, seed, work)
+    if rationales_from:  # the same examples and answers, another teacher's rationale for each
+        sub = swap_rationales(sub, Path(rationales_from))
     mode = METHODS.get(method, "label-only")
 
     def dataset(mode):
@@ -250,6 +273,10 @@ def main() -> None:
                         help="make one committed run of the grid (with --task, --teacher, --epochs) again in a folder of its own and "
                              "say whether its accuracy and answers match the committed ones (exit 1 if not); each verdict is "
                              "appended to data_efficiency_rechecks.jsonl")  # fmt: skip
+    parser.add_argument("--rationales-from", choices=sorted(TEACHERS),
+                        help="multi-task on the same examples and answers as the main grid's, each rationale replaced by this "
+                             "teacher's (right on every question): what the rationales' correctness is worth, paired by seed "
+                             "against the main grid's multi-task")  # fmt: skip
     parser.add_argument("--faithful", action="store_true", help="multi-task with the grounded filter, against the main multi-task runs")
     parser.add_argument("--methods", help=f"comma-separated: run only these of the main grid's methods ({', '.join([*METHODS, EQUAL_STEPS])}), "
                                           "e.g. to spend CPU where an interval is widest first")  # fmt: skip
@@ -263,6 +290,8 @@ def main() -> None:
         return
     if args.epochs != EPOCHS and (args.lambdas or args.faithful):
         parser.error("--epochs: the main grid's methods only (not with --lambdas or --faithful)")
+    if args.rationales_from and (args.lambdas or args.faithful or args.recheck or args.epochs != EPOCHS or args.rationales_from == args.teacher):
+        parser.error("--rationales-from: another teacher than --teacher, alone (not with --lambdas, --faithful, --recheck or --epochs)")
     if args.recheck:  # checked before any teacher call: the run must be in the results file
         if args.lambdas or args.faithful:
             parser.error("--recheck: the main grid's runs only (not with --lambdas or --faithful)")
@@ -284,6 +313,9 @@ def main() -> None:
             lambda_table(task, who)
         if result_file(FAITHFUL_RUNS, task, who).is_file():
             faithful_table(task, who)
+        for other in TEACHERS:
+            if swap_file(task, who, other).is_file():
+                swap_table(task, who, other)
         base = result_file(RUNS, task, who)
         for longer in sorted(base.parent.glob(f"{base.stem}-*epochs.jsonl")):
             found = re.fullmatch(rf"{re.escape(base.stem)}-(\d+)epochs", longer.stem)  # not another task's file
@@ -303,6 +335,10 @@ def main() -> None:
         variants, path = [("multi-task", "answer"), ("multi-task", "grounded")], result_file(FAITHFUL_RUNS, task, who)
         variant_filters = {"answer": ANSWER_FILTERS, "grounded": ANSWER_FILTERS[:2] + ["grounded"] + ANSWER_FILTERS[2:]}
         report = lambda: faithful_table(task, who)  # noqa: E731
+    elif args.rationales_from:
+        variants, path = [("multi-task", None)], swap_file(task, who, args.rationales_from)
+        swapped_in = str(teacher_records(work, task, args.rationales_from)[0])
+        report = lambda: swap_table(task, who, args.rationales_from)  # noqa: E731
     elif args.lambdas:
         path = result_file(LAMBDA_RUNS, task, who)
         if args.schedule != "constant":
@@ -324,7 +360,8 @@ def main() -> None:
         filters = variant_filters.get(lam)
         return {"variant": lam, "method": method, "fraction": fraction, "seed": seed, "records": str(records), "test_data": test_data,
                 "work": str(into), "rationale_weight": 1.0 if lam is None or filters else lam, "filters": filters,
-                "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs}  # fmt: skip
+                "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs,
+                **({"rationales_from": swapped_in} if args.rationales_from else {})}  # fmt: skip
 
     if args.recheck:
         again = work / "recheck"  # a folder of its own: the subset, dataset and student are all made anew
@@ -358,6 +395,8 @@ def main() -> None:
             failed.append(f"{cell['method']}, {cell['fraction']:g}, seed {cell['seed']}: {error}")
             grid.write(f"failed: {failed[-1]}")
         else:
+            if args.rationales_from:
+                result["rationales_from"] = args.rationales_from
             if variant_filters.get(lam):
                 result["arm"] = lam
             elif lam is not None:

@@ -275,3 +275,56 @@ def test_recheck_says_whether_a_run_made_again_matches_the_committed_one(monkeyp
     assert (kept["task"], kept["teacher"], kept["committed"], kept["again"], kept["same"]) == ("twohop", "program", 0.7, 0.7, False)
     assert made[0]["work"] == tmp_path / "recheck" and made[0]["max_length"] == 128 and made[0]["rationale_weight"] == 1.0
     assert (made[0]["method"], made[0]["fraction"], made[0]["seed"], made[0]["epochs"]) == ("multi-task", 0.25, 0, 2)
+
+
+def test_rationales_from_another_teacher_change_only_what_the_rationale_rows_say(tmp_path):
+    """--rationales-from: the same examples, answers and rows, each right sample's rationale replaced by the other
+    teacher's; the multi-task dataset built from them carries the other teacher's rationale and nothing else moves."""
+    import rationale_distill as rd
+    from rationale_distill.records import Sample, TeacherRecord, read_records, write_jsonl
+
+    run = _data_efficiency("data_efficiency")
+    q = "Max has a brown shoe, Eva has a blue kite. What color is Eva's kite?"
+
+    def record(rid, samples):
+        return TeacherRecord(rid, {"question": q, "answer": "blue"}, q, "blue", {"name": "p"}, [], [], samples)
+
+    gemma = [record("a", [Sample("gemma", 0, "x", "Max has a blue kite.", "blue"),  # right answer, wrong person
+                          Sample("gemma", 1, "x", "Eva has a brown kite.", "brown")]),  # wrong: stays as it is
+             record("b", [Sample("gemma", 0, "x", "Eva has a blue kite!", "blue")])]  # fmt: skip
+    program = [record("a", [Sample("program", 0, "x", "Eva has a blue kite.", "blue")]), record("b", [Sample("program", 0, "x", "Eva has a blue kite.", "blue")])]
+    write_jsonl(tmp_path / "records-0.25-0.jsonl", gemma)
+    write_jsonl(tmp_path / "teacher-program.jsonl", program)
+    swapped = run.swap_rationales(tmp_path / "records-0.25-0.jsonl", tmp_path / "teacher-program.jsonl")
+    assert swapped.name == "records-0.25-0-swapped.jsonl"
+    after = read_records(swapped)
+    assert [s.rationale for s in after[0].samples] == ["Eva has a blue kite.", "Eva has a brown kite."]
+    assert [(r.id, r.label, [s.answer for s in r.samples]) for r in after] == [(r.id, r.label, [s.answer for s in r.samples]) for r in gemma]
+    rows = {}
+    for name, path in (("own", tmp_path / "records-0.25-0.jsonl"), ("swapped", swapped)):
+        _, report = rd.build(str(path), rd.BuildConfig(records=str(path), out=str(tmp_path / name), mode="rationale",
+                                                       validation_fraction=0.0, test_fraction=0.0))  # fmt: skip
+        rows[name] = sorted(json.loads(x)["completion"] for x in (tmp_path / name / "train.jsonl").read_text().splitlines())
+    assert len(rows["own"]) == len(rows["swapped"]) == 4 and "Max has a blue kite." in " ".join(rows["own"])
+    assert "Max" not in " ".join(rows["swapped"]) and " ".join(rows["swapped"]).count("Eva has a blue kite.") == 2
+    write_jsonl(tmp_path / "teacher-program.jsonl", program[:1])  # the other teacher must cover every example
+    with pytest.raises(SystemExit, match="no right rationale for b"):
+        run.swap_rationales(tmp_path / "records-0.25-0.jsonl", tmp_path / "teacher-program.jsonl")
+
+
+def test_the_swap_table_pairs_other_rationales_against_the_teachers_own_on_the_same_seeds(tmp_path, monkeypatch):
+    de = _data_efficiency()
+    monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
+    monkeypatch.setattr(de, "RESULTS", tmp_path)
+    main = [("label-only", 0, 0.50), ("label-only", 1, 0.60), ("label-only", 2, 0.55), ("multi-task", 0, 0.36), ("multi-task", 1, 0.40),
+            ("multi-task", 2, 0.30)]  # fmt: skip
+    (tmp_path / "data_efficiency.jsonl").write_text("".join(json.dumps({"method": m, "fraction": 0.125, "seed": s, "accuracy": a}) + "\n" for m, s, a in main))
+    de.swap_file("lookup", "gemma", "program").write_text("".join(
+        json.dumps({"method": "multi-task", "fraction": 0.125, "seed": s, "accuracy": a, "rationales_from": "program"}) + "\n" for s, a in [(0, 0.70), (1, 0.66)]))
+    assert de.swap_file("lookup", "gemma", "program").name == "data_efficiency_rationales-from-program.jsonl"
+    row = {line.split(" | ")[0].lstrip("| "): line for line in de.swap_table("lookup", "gemma", "program").splitlines() if line.startswith("| ")}
+    assert "(n=2)" in row["label-only"]  # the main grid on the swapped runs' seeds only
+    assert "(+34/+26)" in row["multi-task, program's rationales for the same examples minus multi-task, gemma's own rationales"]
+    assert "(+20/+6)" in row["multi-task, program's rationales for the same examples minus label-only"]
+    assert "(-14/-20)" in row["multi-task, gemma's own rationales minus label-only"]
+    assert "--rationales-from program --fractions 0.125 --seeds 2" in (tmp_path / "data_efficiency_rationales-from-program.md").read_text()
