@@ -29,8 +29,8 @@ single-task students' latency is recorded (they must write the rationale before 
 
 Teacher: the demo's prompted Gemma 3 270M, 4 samples per question over all 200 training questions (cached: a
 re-run makes no teacher call). Students: Gemma 3 270M + LoRA trained with label-only (standard distillation),
-single-task (rationale and answer in one target) and multi-task (ours: [label] and [rationale] rows), on 12.5%,
-25%, 50% and 100% of the examples that kept a correct rationale (the same subset for every method at a given
+single-task (rationale and answer in one target) and multi-task (ours: [label] and [rationale] rows), on 5%,
+12.5%, 25%, 50% and 100% of the examples that kept a correct rationale (the same subset for every method at a given
 seed), same hyper-parameters, then scored on the 100 held-out questions. Each finished run is appended to
 benchmarks/results/data_efficiency.jsonl (with its wall time and torch threads) and skipped on a re-run, so the
 experiment resumes after an interruption; a progress bar counts the grid's runs still to make.
@@ -39,7 +39,10 @@ L_rationale; lambda = 0 keeps the [label]/[rationale] rows and their prefixes bu
 control for the prefixes and the doubled row count) into data_efficiency_lambda.{jsonl,md}. --faithful trains
 multi-task students on the same subsets built with the `grounded` filter too (a rationale must state facts from the
 question and name whom it asks about; the answer filter alone keeps right answers for the wrong reason) into
-data_efficiency_faithful.{jsonl,md}.
+data_efficiency_faithful.{jsonl,md}. --rationales-from TEACHER trains multi-task students on the same examples,
+answers and rows with the other teacher's rationale for each (data_efficiency_rationales-from-TEACHER.{jsonl,md}):
+what the rationales' correctness is worth. --recheck METHOD,FRACTION,SEED makes one committed run again from scratch
+and says whether it matches (data_efficiency_rechecks.jsonl keeps every verdict).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tables module beside this script
 from data_efficiency_tables import (ANSWER_FILTERS, EPOCHS, EQUAL_STEPS, FAITHFUL_RUNS, FRACTIONS, LAMBDA_RUNS, RECHECKS,  # noqa: E402
-                                   RESULTS, METHODS, ROOT, RUNS, STEP_FRACTIONS, TASKS, TEACHER, TEACHERS, epochs_file, epochs_table,
+                                   RESULTS, METHODS, ROOT, RUNS, TASKS, TEACHER, TEACHERS, epochs_file, epochs_table,
                                    faithful_table, lambda_table, plot, read_runs, result_file, summary, swap_file, swap_table, sweep_files, tag,
                                    teacher_accuracy)  # fmt: skip
 
@@ -257,7 +260,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "rdistill-data-efficiency"))
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--lambdas", help="comma-separated rationale weights: run the lambda sweep (multi-task only)")
-    parser.add_argument("--fractions", help="comma-separated data fractions (default: 0.125,0.25,0.5,1 on lookup, 0.05,0.125,0.25,0.5,1 on the step tasks)")
+    parser.add_argument("--fractions", help="comma-separated data fractions (default: 0.05,0.125,0.25,0.5,1)")
     parser.add_argument("--task", choices=sorted(TASKS), default="lookup")
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="gemma")
     parser.add_argument("--schedule", choices=("constant", "linear-decay", "cosine-decay"), default="constant",
@@ -326,8 +329,7 @@ def main() -> None:
     records, test_records = teacher_records(work, task, who)
     teacher = teacher_accuracy(test_records, teacher_file, records, task)  # once: the records do not change in a run
     test_data = generation(work, task, who, test=True)[0].data
-    default = FRACTIONS if task == "lookup" else STEP_FRACTIONS
-    fractions = [float(x) for x in args.fractions.split(",")] if args.fractions else list(default)
+    fractions = [float(x) for x in args.fractions.split(",")] if args.fractions else list(FRACTIONS)
     max_length = 96 if task == "lookup" else 128
     # One grid either way: the methods (lambda None: the default weight), or multi-task at each swept lambda.
     variant_filters = {}

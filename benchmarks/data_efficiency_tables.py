@@ -20,8 +20,7 @@ TEACHER = RESULTS / "data_efficiency_teacher.json"
 FAITHFUL_RUNS = RESULTS / "data_efficiency_faithful.jsonl"
 RECHECKS = RESULTS / "data_efficiency_rechecks.jsonl"  # --recheck's verdicts: committed runs made again
 ANSWER_FILTERS = ["parsed", "agrees", "rationale-length", "dedup"]  # the build's defaults in rationale mode
-FRACTIONS = (0.125, 0.25, 0.5, 1.0)
-STEP_FRACTIONS = (0.05, 0.125, 0.25, 0.5, 1.0)  # the step tasks: five fractions from 5% to 100%
+FRACTIONS = (0.05, 0.125, 0.25, 0.5, 1.0)  # every task: five fractions from 5% to 100%
 METHODS = {"label-only": "label-only", "single-task": "single-task", "multi-task": "rationale"}
 EQUAL_STEPS = "label-only (equal steps)"  # label-only for as many optimiser steps as multi-task
 TASKS = {"lookup": "lookup-cot", "twohop": "twohop-cot", "arith": "arith-cot"}  # task -> the teacher's CoT prompt
@@ -299,8 +298,8 @@ def summary() -> str:
              "questions, multi-task minus label-only on the same subset and seed: mean [95% t-interval] (each seed). Goal 1: "
              "multi-task is not below label-only at any fraction (no interval wholly under zero). Goal 2: multi-task with "
              "at most 50% of the data reaches label-only's mean with 100%.", "",
-             "| task | teacher (greedy, test) | " + " | ".join(f"{f * 100:g}%" for f in STEP_FRACTIONS) + " | goal 1: never below "
-             "| goal 2: <= 50% reaches label-only at 100% |", "|---|---|" + "---|" * len(STEP_FRACTIONS) + "---|---|"]  # fmt: skip
+             "| task | teacher (greedy, test) | " + " | ".join(f"{f * 100:g}%" for f in FRACTIONS) + " | goal 1: never below "
+             "| goal 2: <= 50% reaches label-only at 100% |", "|---|---|" + "---|" * len(FRACTIONS) + "---|---|"]  # fmt: skip
     for task in TASKS:
         for who in TEACHERS:
             runs = read_runs(result_file(RUNS, task, who))
@@ -308,7 +307,7 @@ def summary() -> str:
                 continue
             g = goals(runs)
             pct = lambda f: f"{f * 100:g}%"  # noqa: E731
-            cells = " | ".join(paired_cell(g["paired"][f][0]) if f in g["paired"] else "-" for f in STEP_FRACTIONS)
+            cells = " | ".join(paired_cell(g["paired"][f][0]) if f in g["paired"] else "-" for f in FRACTIONS)
             missing = [pct(f) for f in g["fractions"] if f not in g["paired"]]
             one = "no: below at " + ", ".join(map(pct, g["below"])) if g["below"] else "yes"
             if g["above"]:
