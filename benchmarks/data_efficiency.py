@@ -277,9 +277,9 @@ def main() -> None:
                              "say whether its accuracy and answers match the committed ones (exit 1 if not); each verdict is "
                              "appended to data_efficiency_rechecks.jsonl")  # fmt: skip
     parser.add_argument("--rationales-from", choices=sorted(TEACHERS),
-                        help="multi-task on the same examples and answers as the main grid's, each rationale replaced by this "
-                             "teacher's (right on every question): what the rationales' correctness is worth, paired by seed "
-                             "against the main grid's multi-task")  # fmt: skip
+                        help="label-only, multi-task, and multi-task on the same examples, answers and rows with each rationale "
+                             "replaced by this teacher's (right on every question), all on the same subsets: what the "
+                             "rationales' correctness is worth")  # fmt: skip
     parser.add_argument("--faithful", action="store_true", help="multi-task with the grounded filter, against the main multi-task runs")
     parser.add_argument("--methods", help=f"comma-separated: run only these of the main grid's methods ({', '.join([*METHODS, EQUAL_STEPS])}), "
                                           "e.g. to spend CPU where an interval is widest first")  # fmt: skip
@@ -337,8 +337,8 @@ def main() -> None:
         variants, path = [("multi-task", "answer"), ("multi-task", "grounded")], result_file(FAITHFUL_RUNS, task, who)
         variant_filters = {"answer": ANSWER_FILTERS, "grounded": ANSWER_FILTERS[:2] + ["grounded"] + ANSWER_FILTERS[2:]}
         report = lambda: faithful_table(task, who)  # noqa: E731
-    elif args.rationales_from:
-        variants, path = [("multi-task", None)], swap_file(task, who, args.rationales_from)
+    elif args.rationales_from:  # all three arms in this run, on the same subsets: label-only, multi-task, swapped
+        variants, path = [("label-only", None), ("multi-task", None), ("multi-task", "swapped")], swap_file(task, who, args.rationales_from)
         swapped_in = str(teacher_records(work, task, args.rationales_from)[0])
         report = lambda: swap_table(task, who, args.rationales_from)  # noqa: E731
     elif args.lambdas:
@@ -363,7 +363,7 @@ def main() -> None:
         return {"variant": lam, "method": method, "fraction": fraction, "seed": seed, "records": str(records), "test_data": test_data,
                 "work": str(into), "rationale_weight": 1.0 if lam is None or filters else lam, "filters": filters,
                 "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs,
-                **({"rationales_from": swapped_in} if args.rationales_from else {})}  # fmt: skip
+                **({"rationales_from": swapped_in} if lam == "swapped" else {})}  # fmt: skip
 
     if args.recheck:
         again = work / "recheck"  # a folder of its own: the subset, dataset and student are all made anew
@@ -397,9 +397,9 @@ def main() -> None:
             failed.append(f"{cell['method']}, {cell['fraction']:g}, seed {cell['seed']}: {error}")
             grid.write(f"failed: {failed[-1]}")
         else:
-            if args.rationales_from:
-                result["rationales_from"] = args.rationales_from
-            if variant_filters.get(lam):
+            if lam == "swapped":
+                result["arm"], result["rationales_from"] = lam, args.rationales_from
+            elif variant_filters.get(lam):
                 result["arm"] = lam
             elif lam is not None:
                 result["lambda"] = lam

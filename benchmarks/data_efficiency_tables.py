@@ -433,21 +433,22 @@ def swap_file(task: str, who: str, other: str) -> Path:
 
 
 def swap_table(task: str, who: str, other: str) -> str:
-    """The main grid's label-only and multi-task (``who``'s own rationales) beside multi-task on the same examples and
-    answers with ``other``'s rationales, on the swapped runs' fractions and seeds, and the differences paired by
-    seed: what the rationales' correctness is worth, everything else held."""
-    swapped = read_runs(swap_file(task, who, other))
-    main_runs = read_runs(result_file(RUNS, task, who))
-    fractions = sorted({r["fraction"] for r in swapped})
-    seeds = sorted({r["seed"] for r in swapped})
-    pools = {"label-only": [r for r in main_runs if r["method"] == "label-only"],
-             f"multi-task, {who}'s own rationales": [r for r in main_runs if r["method"] == "multi-task"],
-             f"multi-task, {other}'s rationales for the same examples": swapped}  # fmt: skip
+    """Label-only, multi-task on ``who``'s own rationales and multi-task on the same examples and answers with
+    ``other``'s rationales, all made by one --rationales-from run on the same subsets and seeds, and the differences
+    paired by seed: what the rationales' correctness is worth, everything else held."""
+    runs = read_runs(swap_file(task, who, other))
+    fractions = sorted({r["fraction"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    pools = {"label-only": [r for r in runs if r["method"] == "label-only"],
+             f"multi-task, {who}'s own rationales": [r for r in runs if r["method"] == "multi-task" and r.get("arm") != "swapped"],
+             f"multi-task, {other}'s rationales for the same examples": [r for r in runs if r.get("arm") == "swapped"]}  # fmt: skip
     acc = {(name, r["fraction"], r["seed"]): 100 * r["accuracy"] for name, pool in pools.items() for r in pool}
     head = " | ".join(f"{f * 100:g}%" for f in fractions)
     lines = [f"| student | {head} |", "|---|" + "---|" * len(fractions)]
     for name, pool in pools.items():
-        lines.append(f"| {name} | " + " | ".join(cell([r["accuracy"] for r in pool if r["fraction"] == f and r["seed"] in seeds]) for f in fractions) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell([r["accuracy"] for r in pool if r["fraction"] == f]) for f in fractions) + " |")
+    kept = [f"{statistics.mean(r['examples'] for r in runs if r['fraction'] == f):g}" for f in fractions]
+    lines.append("| examples (mean over seeds) | " + " | ".join(kept) + " |")
     names = list(pools)
     lines += ["", "Paired by seed (points; mean [95% t-interval] (each seed)):", "", f"| difference | {head} |", "|---|" + "---|" * len(fractions)]
     for a, b in ((names[2], names[1]), (names[2], names[0]), (names[1], names[0])):
@@ -458,8 +459,8 @@ def swap_table(task: str, who: str, other: str) -> str:
     cmd = f"python benchmarks/data_efficiency.py{where} --rationales-from {other} --fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"
     swap_file(task, who, other).with_suffix(".md").write_text(
         f"# Whose rationales: task {task}, {who}'s examples and answers, multi-task with {who}'s rationales or {other}'s "
-        f"(test accuracy % on the held-out questions: mean ± std [95% t-interval of the mean] over seeds {seeds}; the same "
-        f"subsets, rows and settings; {os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n")
+        f"(test accuracy % on the held-out questions: mean ± std [95% t-interval of the mean] over seeds {seeds}; the three "
+        f"arms made in one run on the same subsets, rows and settings; {os.cpu_count()} CPU cores)\n\n`{cmd}`\n\n{table}\n")
     print(table)
     return table
 

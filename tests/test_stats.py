@@ -313,18 +313,49 @@ def test_rationales_from_another_teacher_change_only_what_the_rationale_rows_say
 
 
 def test_the_swap_table_pairs_other_rationales_against_the_teachers_own_on_the_same_seeds(tmp_path, monkeypatch):
+    """The three arms of a --rationales-from run, from its own file (the same subsets): never the main grid's runs,
+    which may have drawn from another pool of examples."""
     de = _data_efficiency()
     monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
     monkeypatch.setattr(de, "RESULTS", tmp_path)
-    main = [("label-only", 0, 0.50), ("label-only", 1, 0.60), ("label-only", 2, 0.55), ("multi-task", 0, 0.36), ("multi-task", 1, 0.40),
-            ("multi-task", 2, 0.30)]  # fmt: skip
-    (tmp_path / "data_efficiency.jsonl").write_text("".join(json.dumps({"method": m, "fraction": 0.125, "seed": s, "accuracy": a}) + "\n" for m, s, a in main))
+    (tmp_path / "data_efficiency.jsonl").write_text(json.dumps({"method": "multi-task", "fraction": 0.125, "seed": 0, "accuracy": 0.99, "examples": 15}) + "\n")
+    arms = [("label-only", None, 0, 0.50), ("label-only", None, 1, 0.60), ("label-only", None, 2, 0.55), ("multi-task", None, 0, 0.36),
+            ("multi-task", None, 1, 0.40), ("multi-task", None, 2, 0.30), ("multi-task", "swapped", 0, 0.70), ("multi-task", "swapped", 1, 0.66)]  # fmt: skip
     de.swap_file("lookup", "gemma", "program").write_text("".join(
-        json.dumps({"method": "multi-task", "fraction": 0.125, "seed": s, "accuracy": a, "rationales_from": "program"}) + "\n" for s, a in [(0, 0.70), (1, 0.66)]))
+        json.dumps({"method": m, "fraction": 0.125, "seed": s, "accuracy": a, "examples": 17, **({"arm": arm} if arm else {})}) + "\n"
+        for m, arm, s, a in arms))  # fmt: skip
     assert de.swap_file("lookup", "gemma", "program").name == "data_efficiency_rationales-from-program.jsonl"
     row = {line.split(" | ")[0].lstrip("| "): line for line in de.swap_table("lookup", "gemma", "program").splitlines() if line.startswith("| ")}
-    assert "(n=2)" in row["label-only"]  # the main grid on the swapped runs' seeds only
+    assert "(n=3)" in row["label-only"] and "(n=2)" in row["multi-task, program's rationales for the same examples"]
+    assert "35.3" in row["multi-task, gemma's own rationales"] and row["examples (mean over seeds)"] == "| examples (mean over seeds) | 17 |"
     assert "(+34/+26)" in row["multi-task, program's rationales for the same examples minus multi-task, gemma's own rationales"]
     assert "(+20/+6)" in row["multi-task, program's rationales for the same examples minus label-only"]
-    assert "(-14/-20)" in row["multi-task, gemma's own rationales minus label-only"]
-    assert "--rationales-from program --fractions 0.125 --seeds 2" in (tmp_path / "data_efficiency_rationales-from-program.md").read_text()
+    assert "(-14/-20/-25)" in row["multi-task, gemma's own rationales minus label-only"]
+    assert "--rationales-from program --fractions 0.125 --seeds 3" in (tmp_path / "data_efficiency_rationales-from-program.md").read_text()
+
+
+def test_a_rationales_from_run_makes_all_three_arms_on_the_same_subsets_and_swaps_only_one(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    run = _data_efficiency("data_efficiency")
+    monkeypatch.setattr(run, "RUNS", tmp_path / "data_efficiency.jsonl")
+    monkeypatch.setattr(run, "swap_file", lambda task, who, other: tmp_path / f"swap-{task}-{who}-{other}.jsonl")
+    monkeypatch.setattr(run, "TEACHER", tmp_path / "teacher.json")
+    monkeypatch.setattr(run, "teacher_records", lambda work, task, who: (tmp_path / f"teacher-{who}.jsonl", tmp_path / "test.jsonl"))
+    monkeypatch.setattr(run, "teacher_accuracy", lambda *a, **k: {})
+    monkeypatch.setattr(run, "generation", lambda *a, **k: (SimpleNamespace(data="lookup_test.jsonl"), None))
+    monkeypatch.setattr(run, "swap_table", lambda *a: None)
+    made = []
+    monkeypatch.setattr(run, "one_run", lambda **cell: made.append(cell) or {"method": cell["method"], "fraction": cell["fraction"],
+                                                                            "seed": cell["seed"], "accuracy": 0.5})  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["x", "--rationales-from", "program", "--fractions", "0.125", "--seeds", "1", "--work", str(tmp_path)])
+    run.main()
+    assert [(c["method"], c.get("rationales_from")) for c in made] == [
+        ("label-only", None), ("multi-task", None), ("multi-task", str(tmp_path / "teacher-program.jsonl"))]  # the Gemma records, one arm swapped
+    assert {str(c["records"]) for c in made} == {str(tmp_path / "teacher-gemma.jsonl")}
+    rows = [json.loads(x) for x in (tmp_path / "swap-lookup-gemma-program.jsonl").read_text().splitlines()]
+    assert [(r["method"], r.get("arm"), r.get("rationales_from")) for r in rows] == [
+        ("label-only", None, None), ("multi-task", None, None), ("multi-task", "swapped", "program")]
+    made.clear()
+    run.main()  # resumed: nothing left to make
+    assert made == []
