@@ -361,7 +361,7 @@ def main() -> None:
     def grid_cell(method: str, lam, fraction: float, seed: int, into: Path = work) -> dict:
         filters = variant_filters.get(lam)
         return {"variant": lam, "method": method, "fraction": fraction, "seed": seed, "records": str(records), "test_data": test_data,
-                "work": str(into), "rationale_weight": 1.0 if lam is None or filters else lam, "filters": filters,
+                "work": str(into), "rationale_weight": lam if args.lambdas else 1.0, "filters": filters,
                 "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs,
                 **({"rationales_from": swapped_in} if lam == "swapped" else {})}  # fmt: skip
 

@@ -353,6 +353,7 @@ def test_a_rationales_from_run_makes_all_three_arms_on_the_same_subsets_and_swap
     assert [(c["method"], c.get("rationales_from")) for c in made] == [
         ("label-only", None), ("multi-task", None), ("multi-task", str(tmp_path / "teacher-program.jsonl"))]  # the Gemma records, one arm swapped
     assert {str(c["records"]) for c in made} == {str(tmp_path / "teacher-gemma.jsonl")}
+    assert {c["rationale_weight"] for c in made} == {1.0}  # the arm's name is not a weight
     rows = [json.loads(x) for x in (tmp_path / "swap-lookup-gemma-program.jsonl").read_text().splitlines()]
     assert [(r["method"], r.get("arm"), r.get("rationales_from")) for r in rows] == [
         ("label-only", None, None), ("multi-task", None, None), ("multi-task", "swapped", "program")]
