@@ -59,11 +59,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tables module beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tables modules beside this script
+from data_efficiency_studies import epochs_file, epochs_table, faithful_table, lambda_table, swap_file, swap_table, sweep_files  # noqa: E402
 from data_efficiency_tables import (ANSWER_FILTERS, EPOCHS, EQUAL_STEPS, FAITHFUL_RUNS, FRACTIONS, LAMBDA_RUNS, RECHECKS,  # noqa: E402
-                                   RESULTS, METHODS, ROOT, RUNS, TASKS, TEACHER, TEACHERS, epochs_file, epochs_table,
-                                   faithful_table, lambda_table, plot, read_runs, result_file, summary, swap_file, swap_table, sweep_files, tag,
-                                   teacher_accuracy)  # fmt: skip
+                                   RESULTS, METHODS, ROOT, RUNS, TASKS, TEACHER, TEACHERS, plot, read_runs, result_file, summary,
+                                   tag, teacher_accuracy)  # fmt: skip
 
 
 def generation(work: Path, task: str, teacher: str, test: bool):

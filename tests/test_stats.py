@@ -53,11 +53,14 @@ def test_mean_interval_is_the_student_t_interval():
 
 
 def _data_efficiency(name: str = "data_efficiency_tables"):
-    """A fresh copy of a benchmark module (the tables by default; "data_efficiency" for the script that makes the runs)."""
+    """A fresh copy of a benchmark module (the tables by default; "data_efficiency" for the script that makes the runs,
+    "data_efficiency_studies" for the side studies' tables)."""
     import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if str(path.parent) not in sys.path:  # the modules import each other by name, as the script does
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     de = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(de)
@@ -103,7 +106,7 @@ def test_the_goal_verdicts_pair_by_seed_and_find_the_smallest_fraction_that_reac
 
 
 def test_the_epochs_table_sets_longer_runs_beside_the_main_grid_on_the_same_seeds(tmp_path, monkeypatch):
-    de = _data_efficiency()
+    de = _data_efficiency("data_efficiency_studies")
     monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
 
     def write(path, rows):
@@ -171,7 +174,7 @@ def test_a_results_file_cut_short_loses_only_its_last_run_and_a_broken_line_befo
 def test_the_sweep_table_shows_each_schedule_s_own_runs_beside_the_default_paired_by_seed(tmp_path, monkeypatch):
     import json
 
-    de = _data_efficiency()
+    de = _data_efficiency("data_efficiency_studies")
     monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
     monkeypatch.setattr(de, "LAMBDA_RUNS", tmp_path / "data_efficiency_lambda.jsonl")
 
@@ -315,7 +318,7 @@ def test_rationales_from_another_teacher_change_only_what_the_rationale_rows_say
 def test_the_swap_table_pairs_other_rationales_against_the_teachers_own_on_the_same_seeds(tmp_path, monkeypatch):
     """The three arms of a --rationales-from run, from its own file (the same subsets): never the main grid's runs,
     which may have drawn from another pool of examples."""
-    de = _data_efficiency()
+    de = _data_efficiency("data_efficiency_studies")
     monkeypatch.setattr(de, "RUNS", tmp_path / "data_efficiency.jsonl")
     monkeypatch.setattr(de, "RESULTS", tmp_path)
     (tmp_path / "data_efficiency.jsonl").write_text(json.dumps({"method": "multi-task", "fraction": 0.125, "seed": 0, "accuracy": 0.99, "examples": 15}) + "\n")

@@ -30,7 +30,8 @@ class TrainConfig:
     out: str | None = option(None, help="output folder for the trained student (loadable by transformers / peft)")
     trainer: str = option("trl-sft", help="the registered trainer plugin to use: trl-sft (a causal LM, multi-task, soft targets), encoder-classifier (an encoder with a classification head, hard or soft labels), tfidf-logreg (TF-IDF + logistic regression, the classical baseline)")
     trainer_options: dict = option(factory=dict, cli=False, help="settings of the chosen trainer's own config (its flags on the command line, e.g. --logreg-c), as a mapping in YAML")
-    rationale_weight: float = option(1.0, help="lambda in L = L_label + lambda * L_rationale", ge=0)
+    rationale_weight: float = option(1.0, help="lambda in L = L_label + lambda * L_rationale (1: the best weight "
+                                     "measured with right rationales; 0.25 is safer when the teacher's rationales are often wrong)", ge=0)
     rationale_schedule: str = option("constant", help="lambda over training: constant, linear-decay (lambda * (1 - progress)) or cosine-decay (lambda * (1 + cos(pi * progress)) / 2)", choices=("constant", "linear-decay", "cosine-decay"))
     objective: str = option("sft", help="sft: cross-entropy on the teacher's text (multi-task with rationale data); kd: alpha * hard-label CE + (1 - alpha) * T^2 * soft-target divergence; multitask+kd: L_label + lambda * L_rationale + kd_weight * T^2 * L_KD", choices=OBJECTIVES)
     kd_source: str = option("teacher", help="where the soft targets come from (a registered source): teacher (a white-box LM, --teacher-model, read in each step), teacher-topk (the same, read once before training and kept as its top --kd-top-k per token), logprobs (the API teacher's top-K logprobs in the records), votes (the share of each answer in the teacher's samples)")
