@@ -254,6 +254,21 @@ def compare_runs(committed: dict, again: dict) -> tuple[str, bool]:
     return line, same
 
 
+def recheck(committed: dict, cell: dict, task: str, who: str) -> int:
+    """Make ``cell`` (a committed run's arguments, in a fresh work folder) again, print and keep the verdict
+    (RECHECKS); 0 if it matches the committed run, 1 if not."""
+    Path(cell["work"]).mkdir(parents=True, exist_ok=True)
+    result = one_run(**run_args(cell))
+    line, same = compare_runs(committed, result)
+    print(line)
+    with RECHECKS.open("a") as fh:  # every recheck is kept, whatever it found
+        fh.write(json.dumps({"task": task, "teacher": who, "epochs": cell["epochs"], "method": cell["method"], "fraction": cell["fraction"],
+                             "seed": cell["seed"], "committed": committed["accuracy"], "again": result["accuracy"], "same": same,
+                             "verdict": line, "threads": result["threads"], "wall_s": result["wall_s"],
+                             "date": time.strftime("%Y-%m-%d")}) + "\n")  # fmt: skip
+    return 0 if same else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -365,18 +380,9 @@ def main() -> None:
                 "schedule": args.schedule if args.lambdas else "constant", "max_length": max_length, "epochs": args.epochs,
                 **({"rationales_from": swapped_in} if lam == "swapped" else {})}  # fmt: skip
 
-    if args.recheck:
-        again = work / "recheck"  # a folder of its own: the subset, dataset and student are all made anew
-        shutil.rmtree(again, ignore_errors=True)
-        again.mkdir()
-        result = one_run(**run_args(grid_cell(method, None, fraction, seed, again)))
-        line, same = compare_runs(committed[-1], result)
-        print(line)
-        with RECHECKS.open("a") as fh:  # every recheck is kept, whatever it found
-            fh.write(json.dumps({"task": task, "teacher": who, "epochs": args.epochs, "method": method, "fraction": fraction, "seed": seed,
-                                 "committed": committed[-1]["accuracy"], "again": result["accuracy"], "same": same, "verdict": line,
-                                 "threads": result["threads"], "wall_s": result["wall_s"], "date": time.strftime("%Y-%m-%d")}) + "\n")  # fmt: skip
-        raise SystemExit(0 if same else 1)
+    if args.recheck:  # a folder of its own: the subset, dataset and student are all made anew
+        shutil.rmtree(work / "recheck", ignore_errors=True)
+        raise SystemExit(recheck(committed[-1], grid_cell(method, None, fraction, seed, work / "recheck"), task, who))
     done = {(r["method"], r.get("lambda", r.get("arm")), r["fraction"], r["seed"]) for r in read_runs(path, repair=True)}
     plan = [(seed, fraction, method, lam) for seed in range(args.seeds) for fraction in fractions for method, lam in variants
             if (method, lam, fraction, seed) not in done]  # fmt: skip
