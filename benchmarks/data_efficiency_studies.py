@@ -67,6 +67,13 @@ def lambda_table(task: str = "lookup", who: str = "gemma") -> None:
     print(table)
 
 
+def paired_rows(acc: dict, pairs: list, fractions: list[float], seeds: list[int]) -> list[str]:
+    """One table row per (label, a, b): at each fraction, a minus b paired by seed over the seeds both have, where
+    ``acc`` maps (*key, fraction, seed) to accuracy in points and a, b are key tuples."""
+    return [f"| {label} | " + " | ".join(paired_cell([acc[(*a, f, s)] - acc[(*b, f, s)] for s in seeds if (*a, f, s) in acc and (*b, f, s) in acc])
+                                        for f in fractions) + " |" for label, a, b in pairs]  # fmt: skip
+
+
 def epochs_file(task: str, who: str, epochs: int) -> Path:
     """The main grid trained for another number of epochs: data_efficiency-arith-program-6epochs.jsonl and the like."""
     path = result_file(RUNS, task, who)
@@ -95,9 +102,7 @@ def epochs_table(task: str, who: str, epochs: int) -> str:
     pairs = [(f"multi-task minus {m}, {n} epochs", ("multi-task", n), (m, n)) for m in methods if m != "multi-task"
              for n in (EPOCHS, epochs) if (m, n) in pools]  # fmt: skip
     pairs += [(f"{m}, {epochs} minus {EPOCHS} epochs", (m, epochs), (m, EPOCHS)) for m in methods if (m, EPOCHS) in pools and (m, epochs) in pools]
-    for label, a, b in pairs:
-        cells = [paired_cell([acc[(*a, f, s)] - acc[(*b, f, s)] for s in seeds if (*a, f, s) in acc and (*b, f, s) in acc]) for f in fractions]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += paired_rows(acc, pairs, fractions, seeds)
     table = "\n".join(lines)
     ran = [m for m in methods if any(r["method"] == m for r in longer)]
     cmd = (f"python benchmarks/data_efficiency.py --task {task} --teacher {who} --epochs {epochs} --methods {shlex.quote(','.join(ran))} "
@@ -110,8 +115,9 @@ def epochs_table(task: str, who: str, epochs: int) -> str:
 
 
 def swap_file(task: str, who: str, other: str) -> Path:
-    """Multi-task runs on ``who``'s examples with ``other``'s rationales: data_efficiency_rationales-from-program.jsonl
-    (the look-up task with the Gemma teacher), data_efficiency_rationales-from-program-twohop-gemma.jsonl, ..."""
+    """A --rationales-from run's three arms on ``who``'s examples (label-only, multi-task, multi-task with ``other``'s
+    rationales): data_efficiency_rationales-from-program.jsonl (the look-up task with the Gemma teacher),
+    data_efficiency_rationales-from-program-twohop-gemma.jsonl, ..."""
     return result_file(RESULTS / f"data_efficiency_rationales-from-{other}.jsonl", task, who)
 
 
@@ -134,9 +140,8 @@ def swap_table(task: str, who: str, other: str) -> str:
     lines.append("| examples (mean over seeds) | " + " | ".join(kept) + " |")
     names = list(pools)
     lines += ["", "Paired by seed (points; mean [95% t-interval] (each seed)):", "", f"| difference | {head} |", "|---|" + "---|" * len(fractions)]
-    for a, b in ((names[2], names[1]), (names[2], names[0]), (names[1], names[0])):
-        diffs = [[acc[(a, f, s)] - acc[(b, f, s)] for s in seeds if (a, f, s) in acc and (b, f, s) in acc] for f in fractions]
-        lines.append(f"| {a} minus {b} | " + " | ".join(paired_cell(d) for d in diffs) + " |")
+    pairs = [(f"{a} minus {b}", (a,), (b,)) for a, b in ((names[2], names[1]), (names[2], names[0]), (names[1], names[0]))]
+    lines += paired_rows(acc, pairs, fractions, seeds)
     table = "\n".join(lines)
     where = "" if not tag(task, who) else f" --task {task} --teacher {who}"
     cmd = f"python benchmarks/data_efficiency.py{where} --rationales-from {other} --fractions {','.join(f'{f:g}' for f in fractions)} --seeds {len(seeds)}"
